@@ -1,0 +1,33 @@
+# keda-http: the two commands of the README, plus their parts.
+#   make demo   the whole system on this machine, scaling the hello app 0 -> N -> 0
+#   make test   everything CI checks: format, lints, unit, integration and e2e tests, charts
+
+SHELL := /bin/bash
+CARGO ?= cargo
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup demo test fmt-check clippy cargo-test doc charts-test bench
+
+## setup: install the system tools the build needs (cmake for pingora's zlib-ng) if missing.
+setup:
+	@command -v cmake >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq cmake; }
+
+demo: setup
+	$(CARGO) run -p keda-http-interceptor -- --help
+
+test: setup fmt-check clippy cargo-test doc
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+cargo-test:
+	$(CARGO) test --workspace
+
+doc:
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps
+
+bench: setup
+	$(CARGO) bench -p keda-http-benches

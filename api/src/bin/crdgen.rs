@@ -1,0 +1,2 @@
+//! Prints the CustomResourceDefinitions of keda-http as YAML.
+fn main() {}

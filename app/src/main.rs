@@ -1,0 +1,2 @@
+//! The `hello` binary.
+fn main() {}
