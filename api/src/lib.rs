@@ -1,6 +1,27 @@
 //! `keda-http-api`: the shared contract of keda-http.
 //!
-//! Owns the Kubernetes custom resource types (`InterceptorRoute` v1beta1 and
-//! `HTTPScaledObject` v1alpha1), the subset of KEDA's `ScaledObject` that the operator
-//! writes, Go-style duration parsing, and the interceptor → scaler wire format (`/queue`).
+//! Owns:
+//! - the Kubernetes custom resource types [`InterceptorRoute`] (`http.keda.sh/v1beta1`) and
+//!   [`HTTPScaledObject`] (`http.keda.sh/v1alpha1`, shortName `httpso`), field for field as the
+//!   official add-on serializes them, and the HTTPScaledObject → route conversion
+//!   ([`convert`]);
+//! - the subset of KEDA's [`ScaledObject`] (`keda.sh/v1alpha1`) that the operator writes and
+//!   the local cluster reads;
+//! - Go-syntax durations ([`duration`]);
+//! - the interceptor → scaler wire format ([`queue`]: `/queue` and the `/queue/watch` stream);
+//! - the CRD manifests ([`crd`]), printed by the `crdgen` binary.
+//!
 //! It does not talk to Kubernetes or the network; the programs do.
+
+pub mod convert;
+pub mod crd;
+pub mod duration;
+pub mod http_scaled_object;
+pub mod interceptor_route;
+pub mod queue;
+pub mod scaled_object;
+
+pub use duration::{GoDuration, parse_go_duration};
+pub use http_scaled_object::{HTTPScaledObject, HTTPScaledObjectSpec, HTTPScaledObjectStatus};
+pub use interceptor_route::{InterceptorRoute, InterceptorRouteSpec, InterceptorRouteStatus};
+pub use scaled_object::{ScaledObject, ScaledObjectSpec, ScaledObjectStatus};
