@@ -2,3 +2,15 @@
 //!
 //! Owns the local cluster (an in-memory Kubernetes API stand-in, a workload simulator and a
 //! KEDA stand-in), the end-to-end scenarios and the `demo` binary. None of it ships to users.
+//!
+//! Modules:
+//! - [`apiserver`]: the in-memory Kubernetes API server ([`apiserver::LocalApiServer`]) with
+//!   its kind registry (`kinds`), object store and event history (`store`), watches (`watch`),
+//!   selectors (`selectors`), patch types (`patch`), discovery documents (`discovery`), HTTP
+//!   routing (`http`), errors as Kubernetes `Status` (`error`) and fault injection (`faults`).
+//!   Its module docs list what is deliberately simplified. The `local-apiserver` binary runs
+//!   it standalone.
+//!
+//! Not here yet: the workload simulator, the KEDA stand-in, the scenarios and `demo`.
+
+pub mod apiserver;
