@@ -1,0 +1,575 @@
+//! Aggregation of the interceptors' queue counts (reference §4.3), fed by polls and pushes.
+//!
+//! Per interceptor pod the latest `/queue` snapshot is kept, whichever way it arrived (a poll
+//! of `/queue` or a line of the `/queue/watch` push stream). Per route key:
+//! - concurrency is the sum over pods of their latest concurrency; an unreachable pod that is
+//!   still in the EndpointSlice keeps contributing its last known value;
+//! - the request delta of a new snapshot is `RequestCount − previous` per pod; a pod's first
+//!   snapshot and a key new on a known pod contribute 0; a decrease (the interceptor
+//!   restarted) contributes the full new value; deltas feed the route's [`RateHistory`] and
+//!   its monotonic `requests_seen` total (used for sparse-traffic activity);
+//! - pods that leave the EndpointSlice are pruned, and keys no pod reports any more are
+//!   dropped with their history.
+//!
+//! [`QueueState`] wraps the [`Aggregator`] for sharing: writers hold its lock only to apply a
+//! snapshot that has already been fetched, so a reader (`GetMetrics`) never waits on the
+//! network, and every applied change is announced on a watch channel that `StreamIsActive`
+//! streams follow.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use keda_http_api::queue::QueueCounts;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::rate::{RateConfig, RateHistory};
+
+/// What the aggregator knows about one interceptor pod.
+#[derive(Debug, Default)]
+struct Pod {
+    /// Latest snapshot, `None` until the first one arrives.
+    counts: Option<QueueCounts>,
+    /// Whether the latest poll (or push) reached the pod.
+    reachable: bool,
+    /// Bumped on every applied snapshot; a poll whose generation is out of date is stale.
+    generation: u64,
+    /// Whether a push stream is connected.
+    push_connected: bool,
+    /// When the push stream last delivered a snapshot.
+    last_push: Option<Duration>,
+}
+
+/// The aggregated state of one route key.
+#[derive(Debug, Default)]
+pub struct KeyState {
+    /// In-flight requests summed over pods.
+    pub concurrency: i64,
+    /// Requests seen since this scaler first saw the key (sum of positive deltas).
+    pub requests_seen: u64,
+    rate: RateHistory,
+}
+
+/// Which pod to poll, and the generation its snapshot had when the poll started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PollTarget {
+    /// Pod address (IP and admin port).
+    pub addr: SocketAddr,
+    /// Generation of the pod's snapshot when the poll started.
+    pub generation: u64,
+}
+
+/// The outcome of polling one pod.
+#[derive(Debug)]
+pub struct PollResult {
+    /// The poll target.
+    pub target: PollTarget,
+    /// The snapshot, or `None` if the pod could not be reached in time.
+    pub counts: Option<QueueCounts>,
+}
+
+/// A summary of one poll cycle.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PollSummary {
+    /// Pods in the EndpointSlice.
+    pub endpoints: usize,
+    /// Pods polled this cycle (the others had a fresh push stream).
+    pub polled: usize,
+    /// Polled pods that did not answer.
+    pub unreachable: usize,
+}
+
+/// Pure aggregation state; see the module docs.
+#[derive(Debug, Default)]
+pub struct Aggregator {
+    pods: BTreeMap<SocketAddr, Pod>,
+    keys: BTreeMap<String, KeyState>,
+    /// Last time any pod answered (poll or push).
+    last_contact: Option<Duration>,
+}
+
+impl Aggregator {
+    /// An empty aggregator.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Replaces the set of interceptor pods: new pods are added (no snapshot yet), departed
+    /// pods are pruned together with their cached counts.
+    pub fn set_interceptors(&mut self, addrs: &BTreeSet<SocketAddr>, now: Duration) {
+        let before = self.pods.len();
+        self.pods.retain(|addr, _| addrs.contains(addr));
+        let pruned = before != self.pods.len();
+        for addr in addrs {
+            self.pods.entry(*addr).or_default();
+        }
+        if pruned {
+            self.recompute(now, &HashMap::new());
+        }
+    }
+
+    /// The pods to poll: every known pod whose push stream has not delivered a snapshot
+    /// within `push_fresh` of `now`.
+    pub fn poll_targets(&self, now: Duration, push_fresh: Duration) -> Vec<PollTarget> {
+        self.pods
+            .iter()
+            .filter(|(_, pod)| !pod.push_is_fresh(now, push_fresh))
+            .map(|(addr, pod)| PollTarget {
+                addr: *addr,
+                generation: pod.generation,
+            })
+            .collect()
+    }
+
+    /// Applies one poll cycle. A result for a pod that left the slice is ignored; a result
+    /// whose pod got a newer snapshot (by push) while the poll was in flight is stale and only
+    /// proves the pod reachable.
+    pub fn apply_poll(
+        &mut self,
+        now: Duration,
+        results: Vec<PollResult>,
+        push_fresh: Duration,
+    ) -> PollSummary {
+        let mut summary = PollSummary {
+            endpoints: self.pods.len(),
+            polled: results.len(),
+            unreachable: 0,
+        };
+        let mut deltas = HashMap::new();
+        for result in results {
+            let Some(pod) = self.pods.get_mut(&result.target.addr) else {
+                continue;
+            };
+            match result.counts {
+                None => {
+                    pod.reachable = false;
+                    summary.unreachable += 1;
+                }
+                Some(counts) => {
+                    self.last_contact = Some(now);
+                    if pod.generation == result.target.generation {
+                        pod.observe(counts, &mut deltas);
+                    } else {
+                        pod.reachable = true;
+                    }
+                }
+            }
+        }
+        if self
+            .pods
+            .values()
+            .any(|pod| pod.push_is_fresh(now, push_fresh))
+        {
+            self.last_contact = Some(now);
+        }
+        self.recompute(now, &deltas);
+        summary
+    }
+
+    /// Applies a snapshot pushed by `addr`. Returns false (and ignores it) if the pod is not in
+    /// the slice.
+    pub fn apply_push(&mut self, now: Duration, addr: SocketAddr, counts: QueueCounts) -> bool {
+        let Some(pod) = self.pods.get_mut(&addr) else {
+            return false;
+        };
+        let mut deltas = HashMap::new();
+        pod.observe(counts, &mut deltas);
+        pod.push_connected = true;
+        pod.last_push = Some(now);
+        self.last_contact = Some(now);
+        self.recompute(now, &deltas);
+        true
+    }
+
+    /// Records that the push stream of `addr` connected or went down.
+    pub fn set_push_connected(&mut self, addr: SocketAddr, connected: bool) {
+        if let Some(pod) = self.pods.get_mut(&addr) {
+            pod.push_connected = connected;
+            if !connected {
+                pod.last_push = None;
+            }
+        }
+    }
+
+    /// Number of pods whose push stream is connected.
+    pub fn push_connected(&self) -> usize {
+        self.pods.values().filter(|p| p.push_connected).count()
+    }
+
+    /// The state of a route key, if any pod reports it.
+    pub fn key(&self, key: &str) -> Option<&KeyState> {
+        self.keys.get(key)
+    }
+
+    /// Concurrency of a key (0 if unknown).
+    pub fn concurrency(&self, key: &str) -> i64 {
+        self.keys.get(key).map_or(0, |k| k.concurrency)
+    }
+
+    /// Requests seen for a key since the scaler first saw it (0 if unknown).
+    pub fn requests_seen(&self, key: &str) -> u64 {
+        self.keys.get(key).map_or(0, |k| k.requests_seen)
+    }
+
+    /// Concurrency summed over every key (interceptor self-scaling).
+    pub fn total_concurrency(&self) -> i64 {
+        self.keys.values().map(|k| k.concurrency).sum()
+    }
+
+    /// Requests seen summed over every key.
+    pub fn total_requests_seen(&self) -> u64 {
+        self.keys
+            .values()
+            .map(|k| k.requests_seen)
+            .fold(0, u64::saturating_add)
+    }
+
+    /// The windowed request rate of a key (0 if unknown); keeps enough history for `config`
+    /// from now on.
+    pub fn rate(&mut self, key: &str, now: Duration, config: RateConfig) -> f64 {
+        match self.keys.get_mut(key) {
+            Some(state) => {
+                state.rate.retain_for(config);
+                state.rate.window_average(now, config)
+            }
+            None => 0.0,
+        }
+    }
+
+    /// Last time any pod answered.
+    pub fn last_contact(&self) -> Option<Duration> {
+        self.last_contact
+    }
+
+    /// Number of known pods.
+    pub fn endpoints(&self) -> usize {
+        self.pods.len()
+    }
+
+    /// Number of pods whose latest poll failed.
+    pub fn unreachable(&self) -> usize {
+        self.pods.values().filter(|p| !p.reachable).count()
+    }
+
+    /// Route keys currently reported.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.keys.keys().map(String::as_str)
+    }
+
+    /// Recomputes concurrency sums, records `deltas` (and a zero for every other key) into the
+    /// rate histories, and drops keys that no pod reports.
+    fn recompute(&mut self, now: Duration, deltas: &HashMap<String, u64>) {
+        let mut sums: BTreeMap<&str, i64> = BTreeMap::new();
+        for counts in self.pods.values().filter_map(|p| p.counts.as_ref()) {
+            for (key, count) in &counts.0 {
+                let sum = sums.entry(key.as_str()).or_default();
+                *sum = sum.saturating_add(count.concurrency.max(0));
+            }
+        }
+        self.keys.retain(|key, _| sums.contains_key(key.as_str()));
+        for (key, concurrency) in sums {
+            let delta = deltas.get(key).copied().unwrap_or(0);
+            let state = match self.keys.get_mut(key) {
+                Some(state) => state,
+                None => self.keys.entry(key.to_owned()).or_default(),
+            };
+            state.concurrency = concurrency;
+            state.requests_seen = state.requests_seen.saturating_add(delta);
+            state.rate.record(now, delta);
+        }
+    }
+}
+
+impl Pod {
+    fn push_is_fresh(&self, now: Duration, push_fresh: Duration) -> bool {
+        self.push_connected
+            && self
+                .last_push
+                .is_some_and(|t| now.saturating_sub(t) <= push_fresh)
+    }
+
+    /// Takes a new snapshot and adds this pod's request deltas to `deltas`.
+    fn observe(&mut self, counts: QueueCounts, deltas: &mut HashMap<String, u64>) {
+        if let Some(previous) = &self.counts {
+            for (key, count) in &counts.0 {
+                let Some(before) = previous.0.get(key) else {
+                    continue;
+                };
+                let now = count.request_count.max(0);
+                let delta = if now >= before.request_count {
+                    now - before.request_count.max(0)
+                } else {
+                    // The counter went backwards: the interceptor restarted.
+                    now
+                };
+                let delta = u64::try_from(delta).unwrap_or(0);
+                if delta > 0 {
+                    let entry = deltas.entry(key.clone()).or_default();
+                    *entry = entry.saturating_add(delta);
+                }
+            }
+        }
+        self.counts = Some(counts);
+        self.reachable = true;
+        self.generation = self.generation.wrapping_add(1);
+    }
+}
+
+/// The shared, lock-protected aggregator plus a change signal.
+#[derive(Debug)]
+pub struct QueueState {
+    origin: Instant,
+    inner: Mutex<Aggregator>,
+    changes: watch::Sender<u64>,
+}
+
+impl Default for QueueState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl QueueState {
+    /// An empty state whose clock starts now.
+    pub fn new() -> Self {
+        Self {
+            origin: Instant::now(),
+            inner: Mutex::new(Aggregator::new()),
+            changes: watch::Sender::new(0),
+        }
+    }
+
+    /// Time since this state was created (the aggregator's clock).
+    pub fn now(&self) -> Duration {
+        Instant::now().saturating_duration_since(self.origin)
+    }
+
+    /// Locks the aggregator. The lock is never held across an await or a network call.
+    pub fn lock(&self) -> MutexGuard<'_, Aggregator> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Subscribes to change announcements (the value is a change counter).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Announces that the aggregate changed.
+    pub fn announce(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use keda_http_api::queue::QueueCount;
+
+    use super::*;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    fn counts(entries: &[(&str, i64, i64)]) -> QueueCounts {
+        QueueCounts(
+            entries
+                .iter()
+                .map(|(k, c, r)| {
+                    (
+                        (*k).to_owned(),
+                        QueueCount {
+                            concurrency: *c,
+                            request_count: *r,
+                        },
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    /// Polls every target with the given answers (None = unreachable).
+    fn poll(agg: &mut Aggregator, now: Duration, answers: &[(u16, Option<QueueCounts>)]) {
+        let targets = agg.poll_targets(now, Duration::ZERO);
+        let results = targets
+            .into_iter()
+            .map(|target| PollResult {
+                target,
+                counts: answers
+                    .iter()
+                    .find(|(p, _)| addr(*p) == target.addr)
+                    .and_then(|(_, c)| c.clone()),
+            })
+            .collect();
+        agg.apply_poll(now, results, Duration::ZERO);
+    }
+
+    fn pods(ports: &[u16]) -> BTreeSet<SocketAddr> {
+        ports.iter().map(|p| addr(*p)).collect()
+    }
+
+    #[test]
+    fn sums_concurrency_and_ignores_first_observation_for_rate() {
+        let mut agg = Aggregator::new();
+        agg.set_interceptors(&pods(&[1, 2]), secs(0));
+        poll(
+            &mut agg,
+            secs(0),
+            &[
+                (1, Some(counts(&[("ns/a", 2, 100)]))),
+                (2, Some(counts(&[("ns/a", 3, 50), ("ns/b", 1, 1)]))),
+            ],
+        );
+        assert_eq!(agg.concurrency("ns/a"), 5);
+        assert_eq!(agg.concurrency("ns/b"), 1);
+        assert_eq!(agg.total_concurrency(), 6);
+        assert_eq!(agg.requests_seen("ns/a"), 0, "first observation counts 0");
+        poll(
+            &mut agg,
+            secs(1),
+            &[
+                (1, Some(counts(&[("ns/a", 0, 104)]))),
+                (2, Some(counts(&[("ns/a", 0, 56), ("ns/b", 0, 1)]))),
+            ],
+        );
+        assert_eq!(agg.requests_seen("ns/a"), 10);
+        assert_eq!(agg.concurrency("ns/a"), 0);
+    }
+
+    #[test]
+    fn partial_failure_keeps_last_concurrency_of_unreachable_pod() {
+        let mut agg = Aggregator::new();
+        agg.set_interceptors(&pods(&[1, 2]), secs(0));
+        poll(
+            &mut agg,
+            secs(0),
+            &[
+                (1, Some(counts(&[("ns/a", 2, 10)]))),
+                (2, Some(counts(&[("ns/a", 3, 10)]))),
+            ],
+        );
+        poll(
+            &mut agg,
+            secs(1),
+            &[(1, Some(counts(&[("ns/a", 1, 15)]))), (2, None)],
+        );
+        assert_eq!(agg.concurrency("ns/a"), 4, "1 live + 3 cached");
+        assert_eq!(
+            agg.requests_seen("ns/a"),
+            5,
+            "only the reachable pod's delta"
+        );
+        assert_eq!(agg.unreachable(), 1);
+        assert_eq!(agg.last_contact(), Some(secs(1)));
+        // Every pod fails: last contact stays where it was.
+        poll(&mut agg, secs(2), &[(1, None), (2, None)]);
+        assert_eq!(agg.last_contact(), Some(secs(1)));
+        assert_eq!(agg.concurrency("ns/a"), 4);
+    }
+
+    #[test]
+    fn pod_leaving_the_slice_is_pruned() {
+        let mut agg = Aggregator::new();
+        agg.set_interceptors(&pods(&[1, 2]), secs(0));
+        poll(
+            &mut agg,
+            secs(0),
+            &[
+                (1, Some(counts(&[("ns/a", 2, 10)]))),
+                (2, Some(counts(&[("ns/a", 3, 10), ("ns/only2", 1, 1)]))),
+            ],
+        );
+        agg.set_interceptors(&pods(&[1]), secs(1));
+        assert_eq!(agg.concurrency("ns/a"), 2);
+        assert!(agg.key("ns/only2").is_none(), "keys of pruned pods go");
+        assert_eq!(agg.endpoints(), 1);
+        // Coming back, the pod's first snapshot counts 0 again.
+        agg.set_interceptors(&pods(&[1, 2]), secs(2));
+        poll(
+            &mut agg,
+            secs(2),
+            &[
+                (1, Some(counts(&[("ns/a", 0, 10)]))),
+                (2, Some(counts(&[("ns/a", 0, 90)]))),
+            ],
+        );
+        assert_eq!(agg.requests_seen("ns/a"), 0);
+    }
+
+    #[test]
+    fn counter_reset_counts_the_new_value() {
+        let mut agg = Aggregator::new();
+        agg.set_interceptors(&pods(&[1]), secs(0));
+        poll(&mut agg, secs(0), &[(1, Some(counts(&[("ns/a", 0, 500)])))]);
+        poll(&mut agg, secs(1), &[(1, Some(counts(&[("ns/a", 0, 7)])))]);
+        assert_eq!(agg.requests_seen("ns/a"), 7);
+        // A key new on a known pod contributes 0.
+        poll(
+            &mut agg,
+            secs(2),
+            &[(1, Some(counts(&[("ns/a", 0, 7), ("ns/new", 0, 30)])))],
+        );
+        assert_eq!(agg.requests_seen("ns/new"), 0);
+    }
+
+    #[test]
+    fn rate_follows_deltas_with_sub_second_buckets() {
+        let mut agg = Aggregator::new();
+        agg.set_interceptors(&pods(&[1]), Duration::ZERO);
+        let cfg = RateConfig::new(Some(secs(1)), Some(Duration::from_millis(100)));
+        let mut total = 0;
+        for i in 0..=20u64 {
+            // 2 requests per 100 ms tick.
+            poll(
+                &mut agg,
+                Duration::from_millis(i * 100),
+                &[(1, Some(counts(&[("ns/a", 0, total)])))],
+            );
+            total += 2;
+        }
+        assert_eq!(agg.rate("ns/a", Duration::from_millis(2_000), cfg), 2.0);
+        let per_second = RateConfig::new(Some(secs(1)), Some(secs(1)));
+        // The one-second bucket 1.0 s .. 1.9 s holds 10 ticks of 2.
+        assert_eq!(
+            agg.rate("ns/a", Duration::from_millis(1_900), per_second),
+            20.0
+        );
+        assert_eq!(agg.rate("ns/unknown", secs(2), cfg), 0.0);
+    }
+
+    #[test]
+    fn push_updates_between_polls_and_stale_polls_are_ignored() {
+        let mut agg = Aggregator::new();
+        agg.set_interceptors(&pods(&[1]), secs(0));
+        poll(&mut agg, secs(0), &[(1, Some(counts(&[("ns/a", 0, 0)])))]);
+        // A poll starts...
+        let targets = agg.poll_targets(secs(1), Duration::ZERO);
+        // ...a push arrives with a newer snapshot...
+        assert!(agg.apply_push(secs(1), addr(1), counts(&[("ns/a", 1, 1)])));
+        assert_eq!(agg.concurrency("ns/a"), 1);
+        assert_eq!(agg.requests_seen("ns/a"), 1);
+        // ...and the poll answers with the older one: ignored, no false counter reset.
+        let results = targets
+            .into_iter()
+            .map(|target| PollResult {
+                target,
+                counts: Some(counts(&[("ns/a", 0, 0)])),
+            })
+            .collect();
+        agg.apply_poll(secs(1), results, Duration::ZERO);
+        assert_eq!(agg.concurrency("ns/a"), 1);
+        assert_eq!(agg.requests_seen("ns/a"), 1);
+        // A fresh push stream means the pod is not polled.
+        assert!(agg.poll_targets(secs(1), secs(1)).is_empty());
+        assert_eq!(agg.poll_targets(secs(3), secs(1)).len(), 1);
+        agg.set_push_connected(addr(1), false);
+        assert_eq!(agg.poll_targets(secs(1), secs(1)).len(), 1);
+        // Pushes from pods outside the slice are ignored.
+        assert!(!agg.apply_push(secs(1), addr(9), counts(&[("ns/a", 5, 5)])));
+    }
+}

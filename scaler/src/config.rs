@@ -1,0 +1,340 @@
+//! Configuration: every setting is a flag and a `KEDA_HTTP_*` (or upstream-compatible)
+//! environment variable, parsed once at start-up (reference §7.2).
+//!
+//! An invalid value is reported as one line naming the environment variable (and flag), and
+//! the binary exits with status 64 before binding any port.
+
+use std::time::Duration;
+
+use clap::builder::BoolishValueParser;
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::{CommandFactory as _, Parser};
+
+use crate::discovery::AdminService;
+
+/// Environment variable of the gRPC port.
+pub const ENV_PORT: &str = "KEDA_HTTP_SCALER_PORT";
+/// Environment variable of the interceptors' namespace.
+pub const ENV_TARGET_ADMIN_NAMESPACE: &str = "KEDA_HTTP_SCALER_TARGET_ADMIN_NAMESPACE";
+/// Environment variable of the interceptor admin Service.
+pub const ENV_TARGET_ADMIN_SERVICE: &str = "KEDA_HTTP_SCALER_TARGET_ADMIN_SERVICE";
+/// Environment variable of the interceptor Deployment (accepted, unused, as upstream).
+pub const ENV_TARGET_ADMIN_DEPLOYMENT: &str = "KEDA_HTTP_SCALER_TARGET_ADMIN_DEPLOYMENT";
+/// Environment variable of the interceptor admin port.
+pub const ENV_TARGET_ADMIN_PORT: &str = "KEDA_HTTP_SCALER_TARGET_ADMIN_PORT";
+/// Environment variable of the admin port's name in the EndpointSlices (ours).
+pub const ENV_TARGET_ADMIN_PORT_NAME: &str = "KEDA_HTTP_SCALER_TARGET_ADMIN_PORT_NAME";
+/// Environment variable of the informer resync period (accepted, unused: we watch).
+pub const ENV_RESYNC_PERIOD: &str = "KEDA_HTTP_SCALER_CONFIG_MAP_INFORMER_RSYNC_PERIOD";
+/// Environment variable of the poll tick.
+pub const ENV_QUEUE_TICK: &str = "KEDA_HTTP_QUEUE_TICK_DURATION";
+/// Environment variable of the StreamIsActive interval in milliseconds.
+pub const ENV_STREAM_INTERVAL_MS: &str = "KEDA_HTTP_SCALER_STREAM_INTERVAL_MS";
+/// Environment variable of the per-pod fetch timeout (ours; upstream 0.16 uses the tick).
+pub const ENV_FETCH_TIMEOUT: &str = "KEDA_HTTP_SCALER_FETCH_TIMEOUT";
+/// Environment variable switching the `/queue/watch` push subscriptions (ours).
+pub const ENV_PUSH: &str = "KEDA_HTTP_SCALER_PUSH";
+/// Environment variable of the graceful-shutdown drain bound (ours).
+pub const ENV_DRAIN_TIMEOUT: &str = "KEDA_HTTP_SCALER_DRAIN_TIMEOUT";
+/// Environment variable enabling `/metrics`.
+pub const ENV_PROM_ENABLED: &str = "OTEL_PROM_EXPORTER_ENABLED";
+/// Environment variable of the `/metrics` port.
+pub const ENV_PROM_PORT: &str = "OTEL_PROM_EXPORTER_PORT";
+/// Environment variable of the profiling address (accepted, unused).
+pub const ENV_PROFILING: &str = "PROFILING_BIND_ADDRESS";
+/// Environment variable of the log filter (ours; `--zap-log-level` is the upstream flag).
+pub const ENV_LOG_LEVEL: &str = "KEDA_HTTP_LOG_LEVEL";
+/// Environment variable of the log format (ours; `--zap-encoder` is the upstream flag).
+pub const ENV_LOG_FORMAT: &str = "KEDA_HTTP_LOG_FORMAT";
+
+/// The smallest fetch timeout derived from the tick (upstream 0.16 clamps at 250 ms).
+pub const MIN_DERIVED_FETCH_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// The scaler's settings.
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "keda-http-scaler",
+    version,
+    about = "KEDA external scaler for HTTP workloads: polls the interceptors' /queue, follows their \
+             /queue/watch push streams and answers KEDA's externalscaler gRPC calls.",
+    after_help = "Every flag can also be set through the environment variable shown with it. \
+                  Durations use Go syntax (500ms, 10s, 1m). An invalid value exits with status 64."
+)]
+pub struct Config {
+    /// gRPC port for KEDA (externalscaler, grpc.health.v1 `liveness`/`readiness`, reflection).
+    #[arg(long, env = ENV_PORT, default_value_t = 8080)]
+    pub port: u16,
+
+    /// Namespace of the interceptors' admin Service.
+    #[arg(long, env = ENV_TARGET_ADMIN_NAMESPACE)]
+    pub target_admin_namespace: String,
+
+    /// Name of the interceptors' admin Service; its EndpointSlices list the interceptor pods.
+    #[arg(long, env = ENV_TARGET_ADMIN_SERVICE)]
+    pub target_admin_service: String,
+
+    /// Name of the interceptor Deployment (accepted for compatibility; unused).
+    #[arg(long, env = ENV_TARGET_ADMIN_DEPLOYMENT)]
+    pub target_admin_deployment: Option<String>,
+
+    /// Admin port dialled on each interceptor pod, unless the EndpointSlice lists a port named
+    /// like --target-admin-port-name.
+    #[arg(long, env = ENV_TARGET_ADMIN_PORT)]
+    pub target_admin_port: u16,
+
+    /// Name of the admin port in the EndpointSlices; when a slice lists it, its number is used
+    /// instead of --target-admin-port.
+    #[arg(long, env = ENV_TARGET_ADMIN_PORT_NAME, default_value = "admin")]
+    pub target_admin_port_name: String,
+
+    /// Informer resync period (accepted for compatibility; unused, the scaler watches).
+    #[arg(long, env = ENV_RESYNC_PERIOD, default_value = "60m", value_parser = go_duration)]
+    pub config_map_informer_rsync_period: Duration,
+
+    /// How often every interceptor's /queue is polled (and health is re-evaluated).
+    #[arg(long, env = ENV_QUEUE_TICK, default_value = "500ms", value_parser = positive_go_duration)]
+    pub queue_tick_duration: Duration,
+
+    /// StreamIsActive sends a message at least this often, in milliseconds (and at once when
+    /// the answer changes).
+    #[arg(long, env = ENV_STREAM_INTERVAL_MS, default_value_t = 200,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub stream_interval_ms: u64,
+
+    /// Timeout of one /queue fetch; default: the tick, at least 250ms.
+    #[arg(long, env = ENV_FETCH_TIMEOUT, value_parser = positive_go_duration)]
+    pub fetch_timeout: Option<Duration>,
+
+    /// Subscribe to each interceptor's /queue/watch push stream (true/false).
+    #[arg(long, env = ENV_PUSH, default_value = "true", value_parser = BoolishValueParser::new(),
+          action = clap::ArgAction::Set)]
+    pub push: bool,
+
+    /// On SIGTERM, how long open gRPC calls may take to finish after health goes NOT_SERVING.
+    #[arg(long, env = ENV_DRAIN_TIMEOUT, default_value = "5s", value_parser = go_duration)]
+    pub drain_timeout: Duration,
+
+    /// Serve Prometheus /metrics (true/false).
+    #[arg(long, env = ENV_PROM_ENABLED, default_value = "true",
+          value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set)]
+    pub prometheus_enabled: bool,
+
+    /// Port of /metrics.
+    #[arg(long, env = ENV_PROM_PORT, default_value_t = 2223)]
+    pub prometheus_port: u16,
+
+    /// pprof address (accepted for compatibility; unused).
+    #[arg(long, env = ENV_PROFILING)]
+    pub profiling_bind_address: Option<String>,
+
+    /// Log filter: a level (debug, info, error) or a tracing filter; RUST_LOG overrides it.
+    #[arg(long = "zap-log-level", env = ENV_LOG_LEVEL, default_value = "info")]
+    pub log_level: String,
+
+    /// Log format: console or json.
+    #[arg(long = "zap-encoder", env = ENV_LOG_FORMAT, default_value = "console",
+          value_parser = ["console", "json"])]
+    pub log_format: String,
+
+    /// Accepted for compatibility with the upstream chart; timestamps are RFC 3339.
+    #[arg(long = "zap-time-encoding", hide_short_help = true)]
+    pub zap_time_encoding: Option<String>,
+
+    /// Accepted for compatibility with the upstream chart; unused.
+    #[arg(long = "zap-stacktrace-level", hide_short_help = true)]
+    pub zap_stacktrace_level: Option<String>,
+
+    /// Accepted for compatibility with the upstream chart; unused.
+    #[arg(long = "zap-devel", hide_short_help = true, num_args = 0..=1,
+          default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub zap_devel: Option<bool>,
+}
+
+impl Config {
+    /// The per-pod fetch timeout: the configured one, else the tick clamped to ≥ 250 ms.
+    pub fn fetch_timeout(&self) -> Duration {
+        self.fetch_timeout
+            .unwrap_or_else(|| self.queue_tick_duration.max(MIN_DERIVED_FETCH_TIMEOUT))
+    }
+
+    /// The StreamIsActive interval.
+    pub fn stream_interval(&self) -> Duration {
+        Duration::from_millis(self.stream_interval_ms)
+    }
+
+    /// Where the interceptors' admin endpoints are.
+    pub fn admin_service(&self) -> AdminService {
+        AdminService {
+            namespace: self.target_admin_namespace.clone(),
+            service: self.target_admin_service.clone(),
+            port_name: self.target_admin_port_name.clone(),
+            port: self.target_admin_port,
+        }
+    }
+}
+
+/// Why the configuration was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// `--help` or `--version` was asked for; the text is to be printed and the program
+    /// should exit 0.
+    #[error("{0}")]
+    Display(String),
+    /// An invalid or missing setting: one line naming the variable.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Parses flags from `args` (the first item is the program name) and the environment.
+    pub fn parse_from_args<I, T>(args: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        Self::try_parse_from(args).map_err(|e| match e.kind() {
+            ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                ConfigError::Display(e.render().to_string())
+            }
+            _ => ConfigError::Invalid(describe(&e)),
+        })
+    }
+}
+
+/// One line describing a clap error, naming the environment variable of the setting.
+fn describe(error: &clap::Error) -> String {
+    let args: Vec<String> = match error.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(s)) => vec![s.clone()],
+        Some(ContextValue::Strings(v)) => v.clone(),
+        _ => Vec::new(),
+    };
+    let names: Vec<String> = args.iter().map(|a| setting_name(a)).collect();
+    let value = match error.get(ContextKind::InvalidValue) {
+        Some(ContextValue::String(v)) => Some(v.clone()),
+        _ => None,
+    };
+    let reason = error
+        .render()
+        .to_string()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("error: ")
+        .to_owned();
+    match (error.kind(), names.as_slice(), value) {
+        (ErrorKind::MissingRequiredArgument, names, _) if !names.is_empty() => {
+            format!("invalid configuration: {} must be set", names.join(", "))
+        }
+        (_, [name], Some(value)) => {
+            format!("invalid configuration: {name}={value:?}: {reason}")
+        }
+        _ => format!("invalid configuration: {reason}"),
+    }
+}
+
+/// `KEDA_HTTP_X (--x)` for clap's rendering of an argument (`--x <X>`).
+fn setting_name(rendered: &str) -> String {
+    let flag = rendered.split_whitespace().next().unwrap_or(rendered);
+    let long = flag.trim_start_matches('-');
+    let command = Config::command();
+    let env = command
+        .get_arguments()
+        .find(|a| a.get_long() == Some(long))
+        .and_then(|a| a.get_env())
+        .map(|e| e.to_string_lossy().into_owned());
+    match env {
+        Some(env) => format!("{env} ({flag})"),
+        None => flag.to_owned(),
+    }
+}
+
+fn go_duration(s: &str) -> Result<Duration, String> {
+    keda_http_api::parse_go_duration(s).map_err(|e| e.to_string())
+}
+
+fn positive_go_duration(s: &str) -> Result<Duration, String> {
+    let d = go_duration(s)?;
+    if d.is_zero() {
+        Err("must be greater than zero".to_owned())
+    } else {
+        Ok(d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REQUIRED: [&str; 7] = [
+        "keda-http-scaler",
+        "--target-admin-namespace",
+        "keda",
+        "--target-admin-service",
+        "keda-add-ons-http-interceptor-admin",
+        "--target-admin-port",
+        "9090",
+    ];
+
+    fn parse(extra: &[&str]) -> Result<Config, ConfigError> {
+        Config::parse_from_args(REQUIRED.iter().chain(extra))
+    }
+
+    #[test]
+    fn defaults_match_upstream() {
+        let c = parse(&[]).expect("valid");
+        assert_eq!(c.port, 8080);
+        assert_eq!(c.queue_tick_duration, Duration::from_millis(500));
+        assert_eq!(c.stream_interval(), Duration::from_millis(200));
+        assert_eq!(c.fetch_timeout(), Duration::from_millis(500));
+        assert_eq!(c.prometheus_port, 2223);
+        assert!(c.push);
+        assert_eq!(c.admin_service().port_name, "admin");
+    }
+
+    #[test]
+    fn fetch_timeout_derives_from_tick_with_a_floor() {
+        let c = parse(&["--queue-tick-duration", "100ms"]).expect("valid");
+        assert_eq!(c.fetch_timeout(), MIN_DERIVED_FETCH_TIMEOUT);
+        let c = parse(&["--fetch-timeout", "2s", "--push", "false"]).expect("valid");
+        assert_eq!(c.fetch_timeout(), Duration::from_secs(2));
+        assert!(!c.push);
+    }
+
+    #[test]
+    fn invalid_values_name_the_variable_on_one_line() {
+        let Err(ConfigError::Invalid(msg)) = parse(&["--queue-tick-duration", "fast"]) else {
+            panic!("expected an error");
+        };
+        assert!(msg.contains("KEDA_HTTP_QUEUE_TICK_DURATION"), "{msg}");
+        assert!(!msg.contains('\n'), "{msg}");
+        let Err(ConfigError::Invalid(msg)) = parse(&["--stream-interval-ms", "0"]) else {
+            panic!("expected an error");
+        };
+        assert!(msg.contains("KEDA_HTTP_SCALER_STREAM_INTERVAL_MS"), "{msg}");
+        let Err(ConfigError::Invalid(msg)) =
+            Config::parse_from_args(["keda-http-scaler", "--target-admin-port", "9090"])
+        else {
+            panic!("expected an error");
+        };
+        assert!(
+            msg.contains("KEDA_HTTP_SCALER_TARGET_ADMIN_NAMESPACE"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn accepts_upstream_chart_flags() {
+        let c = parse(&[
+            "--zap-log-level=debug",
+            "--zap-encoder=json",
+            "--zap-time-encoding=rfc3339",
+            "--zap-stacktrace-level=error",
+            "--zap-devel",
+        ])
+        .expect("valid");
+        assert_eq!(c.log_format, "json");
+        assert_eq!(c.zap_devel, Some(true));
+    }
+}
