@@ -11,6 +11,10 @@
 //!   Its module docs list what is deliberately simplified. The `local-apiserver` binary runs
 //!   it standalone.
 //!
-//! Not here yet: the workload simulator, the KEDA stand-in, the scenarios and `demo`.
+//! - [`keda`]: the KEDA stand-in ([`keda::KedaStandIn`]): drives an external scaler over gRPC
+//!   as KEDA does and plays the HPA (`decision` holds the formula and the scale executor).
+//!
+//! Not here yet: the workload simulator, the scenarios and `demo`.
 
 pub mod apiserver;
+pub mod keda;

@@ -51,10 +51,25 @@ fn hpa_formula_table() {
         // No load: the HPA's floor is max(min, 1) = 1; scaling to zero is KEDA's job.
         (10, vec![avg("m", 100.0, 0.0)], B, Some(1)),
         // Clamped to maxReplicaCount.
-        (2, vec![avg("m", 100.0, 1000.0)], Bounds { min: 0, max: 5 }, Some(5)),
+        (
+            2,
+            vec![avg("m", 100.0, 1000.0)],
+            Bounds { min: 0, max: 5 },
+            Some(5),
+        ),
         // Clamped to minReplicaCount.
-        (3, vec![avg("m", 100.0, 0.0)], Bounds { min: 3, max: 5 }, None),
-        (5, vec![avg("m", 100.0, 0.0)], Bounds { min: 3, max: 5 }, Some(3)),
+        (
+            3,
+            vec![avg("m", 100.0, 0.0)],
+            Bounds { min: 3, max: 5 },
+            None,
+        ),
+        (
+            5,
+            vec![avg("m", 100.0, 0.0)],
+            Bounds { min: 3, max: 5 },
+            Some(3),
+        ),
         // Fractional targets (targetSizeFloat): ceil(7 / 2.5) = 3.
         (1, vec![avg("m", 2.5, 7.0)], B, Some(3)),
         // Value metrics scale the current count by the ratio: ceil(3 × 2) = 6.
