@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::duration::GoDuration;
 use crate::interceptor_route::HeaderMatch;
+use crate::validation::{HTTPSO_PORT_XOR_MESSAGE, HTTPSO_PORT_XOR_RULE};
 
 /// Annotation: do not create a ScaledObject (and delete an owned one).
 pub const SKIP_SCALEDOBJECT_CREATION_ANNOTATION: &str =
@@ -28,6 +29,7 @@ pub const HTTPSO_FINALIZER: &str = "httpscaledobject.http.keda.sh";
     shortname = "httpso",
     namespaced,
     status = "HTTPScaledObjectStatus",
+    doc = "HTTPScaledObject (deprecated in favour of InterceptorRoute) routes requests to a Service and makes KEDA scale its workload.",
     printcolumn = r#"{"name":"TargetWorkload","type":"string","jsonPath":".status.targetWorkload"}"#,
     printcolumn = r#"{"name":"TargetService","type":"string","jsonPath":".status.targetService"}"#,
     printcolumn = r#"{"name":"MinReplicas","type":"integer","jsonPath":".spec.replicas.min"}"#,
@@ -43,8 +45,9 @@ pub struct HTTPScaledObjectSpec {
     /// Path prefixes; empty means `/`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub path_prefixes: Vec<String>,
-    /// Header matchers, AND-ed.
+    /// Header matchers, AND-ed; at most one per name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub headers: Vec<HeaderMatch>,
     /// The workload to scale and the Service to route to.
     pub scale_target_ref: ScaleTargetRef,
@@ -74,6 +77,7 @@ pub struct HTTPScaledObjectSpec {
 /// The workload and the Service.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{"rule": HTTPSO_PORT_XOR_RULE, "message": HTTPSO_PORT_XOR_MESSAGE}]))]
 pub struct ScaleTargetRef {
     /// Workload name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -97,6 +101,7 @@ pub struct ScaleTargetRef {
 /// Fallback Service for HTTPScaledObjects.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{"rule": HTTPSO_PORT_XOR_RULE, "message": HTTPSO_PORT_XOR_MESSAGE}]))]
 pub struct ColdStartTimeoutFailoverRef {
     /// Service name.
     pub service: String,
@@ -156,9 +161,11 @@ pub struct HttpRequestRateMetric {
     pub target_value: i32,
     /// Sliding window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("default" = "1m"))]
     pub window: Option<GoDuration>,
     /// Bucket size.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("default" = "1s"))]
     pub granularity: Option<GoDuration>,
 }
 
@@ -190,5 +197,6 @@ pub struct HTTPScaledObjectStatus {
     pub target_service: Option<String>,
     /// Conditions; `Ready` is the one we set.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 }

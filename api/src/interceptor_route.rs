@@ -9,6 +9,11 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::duration::GoDuration;
+use crate::validation::{
+    BODY_XOR_MESSAGE, BODY_XOR_RULE, COLD_START_MESSAGE, COLD_START_RULE, MAX_BODY_LENGTH,
+    OVERFLOW_PLACEHOLDER_MESSAGE, OVERFLOW_PLACEHOLDER_RULE, PORT_XOR_MESSAGE, PORT_XOR_RULE,
+    SCALING_METRIC_MESSAGE, SCALING_METRIC_RULE,
+};
 
 /// The desired routing and scaling of one target Service.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -19,6 +24,7 @@ use crate::duration::GoDuration;
     plural = "interceptorroutes",
     namespaced,
     status = "InterceptorRouteStatus",
+    doc = "InterceptorRoute configures how the interceptor routes requests to a target Service and how the scaler measures them.",
     printcolumn = r#"{"name":"TargetService","type":"string","jsonPath":".spec.target.service"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
@@ -29,6 +35,7 @@ pub struct InterceptorRouteSpec {
     pub target: TargetRef,
     /// Routing rules, OR-ed. A route without rules receives no traffic.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
     pub rules: Vec<RoutingRule>,
     /// What the scaler reports for this route.
     pub scaling_metric: ScalingMetric,
@@ -40,20 +47,25 @@ pub struct InterceptorRouteSpec {
     pub timeouts: Option<RouteTimeouts>,
     /// Responses answered by the interceptor itself, checked in order before counting.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
     pub static_routes: Vec<StaticRoute>,
 }
 
 /// A Service in the route's namespace, with exactly one of `port` and `portName`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{"rule": PORT_XOR_RULE, "message": PORT_XOR_MESSAGE}]))]
 pub struct TargetRef {
     /// Service name.
+    #[schemars(length(min = 1))]
     pub service: String,
     /// Service port number.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("minimum" = 1, "maximum" = 65535))]
     pub port: Option<i32>,
     /// Service port name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
     pub port_name: Option<String>,
 }
 
@@ -63,12 +75,15 @@ pub struct TargetRef {
 pub struct RoutingRule {
     /// Exact hosts, `*.suffix` wildcards, or `*` / empty for any host. Empty means any host.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub hosts: Vec<String>,
     /// Path prefixes, matched on segment boundaries. Empty means `/`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
     pub paths: Vec<PathMatch>,
-    /// Header matchers, AND-ed.
+    /// Header matchers, AND-ed; at most one per name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub headers: Vec<HeaderMatch>,
 }
 
@@ -76,6 +91,7 @@ pub struct RoutingRule {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 pub struct PathMatch {
     /// The prefix, e.g. `/api/v1`.
+    #[schemars(length(min = 1))]
     pub value: String,
 }
 
@@ -83,6 +99,7 @@ pub struct PathMatch {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 pub struct HeaderMatch {
     /// Header name (case-insensitive).
+    #[schemars(length(min = 1))]
     pub name: String,
     /// Exact, case-sensitive value; absent means "header present".
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -92,6 +109,7 @@ pub struct HeaderMatch {
 /// The metrics the scaler reports; at least one must be set.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{"rule": SCALING_METRIC_RULE, "message": SCALING_METRIC_MESSAGE}]))]
 pub struct ScalingMetric {
     /// Scale on in-flight requests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -106,6 +124,7 @@ pub struct ScalingMetric {
 #[serde(rename_all = "camelCase")]
 pub struct ConcurrencyMetric {
     /// In-flight requests per replica.
+    #[schemars(extend("minimum" = 1))]
     pub target_value: i32,
 }
 
@@ -114,12 +133,15 @@ pub struct ConcurrencyMetric {
 #[serde(rename_all = "camelCase")]
 pub struct RequestRateMetric {
     /// Requests per granularity bucket per replica.
+    #[schemars(extend("minimum" = 1))]
     pub target_value: i32,
     /// Sliding window (default `1m`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("default" = "1m"))]
     pub window: Option<GoDuration>,
     /// Bucket size (default `1s`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("default" = "1s"))]
     pub granularity: Option<GoDuration>,
 }
 
@@ -140,6 +162,10 @@ impl RequestRateMetric {
 /// Cold-start behaviour.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": COLD_START_RULE, "message": COLD_START_MESSAGE},
+    {"rule": OVERFLOW_PLACEHOLDER_RULE, "message": OVERFLOW_PLACEHOLDER_MESSAGE},
+]))]
 pub struct ColdStart {
     /// Where to send requests when the target does not become ready in time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -149,6 +175,7 @@ pub struct ColdStart {
     pub placeholder: Option<Placeholder>,
     /// How many requests this route may hold while cold.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("minimum" = 1))]
     pub max_pending_requests: Option<i32>,
     /// What to do with requests beyond `maxPendingRequests`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -165,14 +192,18 @@ pub struct Fallback {
 /// A Service by name with exactly one of `port` and `portName`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{"rule": PORT_XOR_RULE, "message": PORT_XOR_MESSAGE}]))]
 pub struct ServiceRef {
     /// Service name.
+    #[schemars(length(min = 1))]
     pub name: String,
     /// Port number.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("minimum" = 1, "maximum" = 65535))]
     pub port: Option<i32>,
     /// Port name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
     pub port_name: Option<String>,
 }
 
@@ -195,12 +226,15 @@ pub enum Overflow {
 /// A response the interceptor answers itself.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{"rule": BODY_XOR_RULE, "message": BODY_XOR_MESSAGE}]))]
 pub struct StaticResponse {
     /// Status code (placeholder default 503, static route default 200).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("minimum" = 100, "maximum" = 599))]
     pub status_code: Option<i32>,
     /// Inline body.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxLength" = MAX_BODY_LENGTH))]
     pub body: Option<String>,
     /// Body from a ConfigMap labelled `http.keda.sh/response-body: "true"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -214,6 +248,7 @@ pub struct StaticResponse {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 pub struct ConfigMapBodyRef {
     /// ConfigMap name (same namespace).
+    #[schemars(length(min = 1))]
     pub name: String,
     /// Key; when absent the request path (without the leading `/`, `index.html` for `/`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -240,11 +275,13 @@ pub struct RouteTimeouts {
 #[serde(rename_all = "camelCase")]
 pub struct StaticRoute {
     /// Rules, OR-ed (at least one).
+    #[schemars(length(min = 1))]
     pub rules: Vec<RoutingRule>,
     /// The response.
     pub response: StaticResponse,
     /// When to answer (default `WhenUnavailable`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("default" = "WhenUnavailable"))]
     pub response_mode: Option<ResponseMode>,
 }
 
@@ -263,5 +300,6 @@ pub enum ResponseMode {
 pub struct InterceptorRouteStatus {
     /// Conditions; `Ready` is the one we set.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 }

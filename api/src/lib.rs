@@ -9,7 +9,10 @@
 //!   the local cluster reads;
 //! - Go-syntax durations ([`duration`]);
 //! - the interceptor → scaler wire format ([`queue`]: `/queue` and the `/queue/watch` stream);
-//! - the CRD manifests ([`crd`]), printed by the `crdgen` binary.
+//! - the CRD manifests ([`crd`]), printed by the `crdgen` binary, and the test stand-in for
+//!   KEDA's ScaledObject CRD;
+//! - client-side validation mirroring the CRDs' CEL rules and bounds, and manifest parsing that
+//!   names the failing field ([`validation`]).
 //!
 //! It does not talk to Kubernetes or the network; the programs do.
 
@@ -20,8 +23,10 @@ pub mod http_scaled_object;
 pub mod interceptor_route;
 pub mod queue;
 pub mod scaled_object;
+pub mod validation;
 
 pub use duration::{GoDuration, parse_go_duration};
 pub use http_scaled_object::{HTTPScaledObject, HTTPScaledObjectSpec, HTTPScaledObjectStatus};
 pub use interceptor_route::{InterceptorRoute, InterceptorRouteSpec, InterceptorRouteStatus};
 pub use scaled_object::{ScaledObject, ScaledObjectSpec, ScaledObjectStatus};
+pub use validation::{FieldError, ParseError, ValidationError};
