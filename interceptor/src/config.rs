@@ -1,0 +1,684 @@
+//! Interceptor settings: every `KEDA_HTTP_*` variable of the official add-on (reference §7.1,
+//! including the deprecated aliases and the 0.16 names), each also a `--flag`.
+//!
+//! [`Config::from_env`] parses the process arguments and environment once at startup.
+//! [`Config::parse_from`] does the same over explicit arguments and an explicit variable lookup,
+//! so tests never touch the process environment. An invalid value becomes a [`ConfigError`]
+//! whose one-line message names the variable; `main` prints it and exits with status 64.
+
+use std::ffi::OsString;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
+use keda_http_api::duration::parse_go_duration;
+
+/// Exit status for invalid configuration (`EX_USAGE`).
+pub const EXIT_CONFIG: i32 = 64;
+
+/// Why the configuration was rejected, or that help/version was asked for.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A setting is missing or has an invalid value; the message names the variable.
+    #[error("{0}")]
+    Invalid(String),
+    /// `--help` or `--version`: print the text and exit 0.
+    #[error("{0}")]
+    Display(String),
+}
+
+/// A Go-syntax duration (`500ms`, `30s`, `1m`).
+fn duration(s: &str) -> Result<Duration, String> {
+    parse_go_duration(s).map_err(|e| e.to_string())
+}
+
+/// A boolean as Go's `strconv.ParseBool` reads it.
+fn go_bool(s: &str) -> Result<bool, String> {
+    match s {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
+        other => Err(format!("invalid boolean {other:?} (use true or false)")),
+    }
+}
+
+/// A TLS version as the official variables write it.
+fn tls_version(s: &str) -> Result<TlsVersion, String> {
+    match s {
+        "1.2" => Ok(TlsVersion::Tls12),
+        "1.3" => Ok(TlsVersion::Tls13),
+        other => Err(format!("invalid TLS version {other:?} (use 1.2 or 1.3)")),
+    }
+}
+
+/// The OTLP traces protocol, case-insensitive.
+fn traces_protocol(s: &str) -> Result<String, String> {
+    let lower = s.to_ascii_lowercase();
+    match lower.as_str() {
+        "console" | "http/protobuf" | "grpc" => Ok(lower),
+        _ => Err(format!(
+            "invalid protocol {s:?} (use console, http/protobuf or grpc)"
+        )),
+    }
+}
+
+/// A log encoder name.
+fn encoder(s: &str) -> Result<LogFormat, String> {
+    match s {
+        "json" => Ok(LogFormat::Json),
+        "console" => Ok(LogFormat::Console),
+        other => Err(format!("invalid encoder {other:?} (use json or console)")),
+    }
+}
+
+/// A TLS protocol version bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersion {
+    /// TLS 1.2.
+    Tls12,
+    /// TLS 1.3.
+    Tls13,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable lines.
+    Console,
+}
+
+/// Every interceptor setting. Field docs are the `--help` text.
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "keda-http-interceptor",
+    version,
+    about = "keda-http interceptor: the HTTP data plane (routing, counting, forwarding)",
+    long_about = None
+)]
+#[allow(clippy::struct_excessive_bools)]
+pub struct Config {
+    /// Port of the plain proxy listener (HTTP/1.1 and h2c prior knowledge). Required.
+    #[arg(long, env = "KEDA_HTTP_PROXY_PORT")]
+    pub proxy_port: u16,
+
+    /// Port of the admin listener (/queue, /queue/watch, /readyz, /livez, /routes). Required.
+    #[arg(long, env = "KEDA_HTTP_ADMIN_PORT")]
+    pub admin_port: u16,
+
+    /// Address every listener binds (our addition; 0.0.0.0 serves all IPv4 interfaces).
+    #[arg(long, env = "KEDA_HTTP_BIND_ADDRESS", default_value = "0.0.0.0")]
+    pub bind_address: IpAddr,
+
+    /// Namespace the Kubernetes watches are limited to; empty watches all namespaces.
+    #[arg(long, env = "KEDA_HTTP_WATCH_NAMESPACE", default_value = "")]
+    pub watch_namespace: String,
+
+    /// Kubernetes cache resync period (the official name is misleading; kept for compatibility).
+    #[arg(long, env = "KEDA_HTTP_SCALER_CONFIG_MAP_INFORMER_RSYNC_PERIOD", default_value = "60m", value_parser = duration)]
+    pub informer_resync_period: Duration,
+
+    /// Start the TLS proxy listener in addition to the plain one.
+    #[arg(long, env = "KEDA_HTTP_PROXY_TLS_ENABLED", default_value = "false", value_parser = go_bool, action = ArgAction::Set)]
+    pub proxy_tls_enabled: bool,
+
+    /// Default serving certificate (PEM).
+    #[arg(
+        long,
+        env = "KEDA_HTTP_PROXY_TLS_CERT_PATH",
+        default_value = "/certs/tls.crt"
+    )]
+    pub proxy_tls_cert_path: PathBuf,
+
+    /// Key of the default serving certificate (PEM).
+    #[arg(
+        long,
+        env = "KEDA_HTTP_PROXY_TLS_KEY_PATH",
+        default_value = "/certs/tls.key"
+    )]
+    pub proxy_tls_key_path: PathBuf,
+
+    /// Comma-separated directories walked for more certificates (X.crt+X.key or X.pem+X-key.pem),
+    /// selected by SNI.
+    #[arg(long, env = "KEDA_HTTP_PROXY_TLS_CERT_STORE_PATHS", default_value = "")]
+    pub proxy_tls_cert_store_paths: String,
+
+    /// Port of the TLS proxy listener.
+    #[arg(long, env = "KEDA_HTTP_PROXY_TLS_PORT", default_value_t = 8443)]
+    pub proxy_tls_port: u16,
+
+    /// Skip upstream TLS verification (0.16 name; the deprecated KEDA_HTTP_PROXY_TLS_SKIP_VERIFY wins when set).
+    #[arg(long, env = "KEDA_HTTP_TLS_SKIP_VERIFY", value_parser = go_bool, action = ArgAction::Set)]
+    pub tls_skip_verify: Option<bool>,
+    /// Deprecated name of KEDA_HTTP_TLS_SKIP_VERIFY; takes precedence when set.
+    #[arg(long, env = "KEDA_HTTP_PROXY_TLS_SKIP_VERIFY", value_parser = go_bool, action = ArgAction::Set)]
+    pub proxy_tls_skip_verify: Option<bool>,
+
+    /// Minimum TLS version, 1.2 or 1.3 (0.16 name; KEDA_HTTP_PROXY_TLS_MIN_VERSION wins when set).
+    #[arg(long, env = "KEDA_HTTP_TLS_MIN_VERSION", value_parser = tls_version)]
+    pub tls_min_version: Option<TlsVersion>,
+    /// Deprecated name of KEDA_HTTP_TLS_MIN_VERSION; takes precedence when set.
+    #[arg(long, env = "KEDA_HTTP_PROXY_TLS_MIN_VERSION", value_parser = tls_version)]
+    pub proxy_tls_min_version: Option<TlsVersion>,
+
+    /// Maximum TLS version, 1.2 or 1.3 (0.16 name; KEDA_HTTP_PROXY_TLS_MAX_VERSION wins when set).
+    #[arg(long, env = "KEDA_HTTP_TLS_MAX_VERSION", value_parser = tls_version)]
+    pub tls_max_version: Option<TlsVersion>,
+    /// Deprecated name of KEDA_HTTP_TLS_MAX_VERSION; takes precedence when set.
+    #[arg(long, env = "KEDA_HTTP_PROXY_TLS_MAX_VERSION", value_parser = tls_version)]
+    pub proxy_tls_max_version: Option<TlsVersion>,
+
+    /// Comma-separated Go cipher-suite names (0.16 name; KEDA_HTTP_PROXY_TLS_CIPHER_SUITES wins when set).
+    #[arg(long, env = "KEDA_HTTP_TLS_CIPHER_SUITES")]
+    pub tls_cipher_suites: Option<String>,
+    /// Deprecated name of KEDA_HTTP_TLS_CIPHER_SUITES; takes precedence when set.
+    #[arg(long, env = "KEDA_HTTP_PROXY_TLS_CIPHER_SUITES")]
+    pub proxy_tls_cipher_suites: Option<String>,
+
+    /// Comma-separated curve names (0.16 name; KEDA_HTTP_PROXY_TLS_CURVE_PREFERENCES wins when set).
+    #[arg(long, env = "KEDA_HTTP_TLS_CURVE_PREFERENCES")]
+    pub tls_curve_preferences: Option<String>,
+    /// Deprecated name of KEDA_HTTP_TLS_CURVE_PREFERENCES; takes precedence when set.
+    #[arg(long, env = "KEDA_HTTP_PROXY_TLS_CURVE_PREFERENCES")]
+    pub proxy_tls_curve_preferences: Option<String>,
+
+    /// Comma-separated directories of PEM CA certificates trusted for upstream TLS.
+    #[arg(long, env = "KEDA_HTTP_TLS_CA_DIRS", default_value = "")]
+    pub tls_ca_dirs: String,
+
+    /// pprof-style profiling address (accepted for compatibility; not served).
+    #[arg(long, env = "PROFILING_BIND_ADDRESS", default_value = "")]
+    pub profiling_bind_address: String,
+
+    /// Set the X-KEDA-HTTP-Cold-Start response header.
+    #[arg(long, env = "KEDA_HTTP_ENABLE_COLD_START_HEADER", default_value = "true", value_parser = go_bool, action = ArgAction::Set)]
+    pub enable_cold_start_header: bool,
+
+    /// Write one access-log line per request (Combined Log Format).
+    #[arg(long, env = "KEDA_HTTP_LOG_REQUESTS", default_value = "false", value_parser = go_bool, action = ArgAction::Set)]
+    pub log_requests: bool,
+
+    /// Bound on draining in-flight and upgraded connections at shutdown; 0 waits forever.
+    #[arg(long, env = "KEDA_HTTP_DRAIN_TIMEOUT", default_value = "30s", value_parser = duration)]
+    pub drain_timeout: Duration,
+
+    /// Time between SIGTERM (readiness fails) and closing the listeners, while still serving.
+    #[arg(long, env = "KEDA_HTTP_SHUTDOWN_DELAY", default_value = "5s", value_parser = duration)]
+    pub shutdown_delay: Duration,
+
+    /// Route to a pod address rather than the Service (we always forward to ready endpoints).
+    #[arg(long, env = "KEDA_HTTP_DIRECT_POD_ROUTING", default_value = "false", value_parser = go_bool, action = ArgAction::Set)]
+    pub direct_pod_routing: bool,
+
+    /// Total deadline of a request (per-route timeouts.request overrides); 0 means none.
+    #[arg(long, env = "KEDA_HTTP_REQUEST_TIMEOUT", default_value = "0s", value_parser = duration)]
+    pub request_timeout: Duration,
+
+    /// Time to the upstream's response headers (per-route timeouts.responseHeader overrides); 0 disables.
+    #[arg(long, env = "KEDA_HTTP_RESPONSE_HEADER_TIMEOUT", default_value = "300s", value_parser = duration)]
+    pub response_header_timeout: Duration,
+
+    /// Cold-start wait bound (30s when a fallback is configured); 0 means none.
+    #[arg(long, env = "KEDA_HTTP_READINESS_TIMEOUT", default_value = "0s", value_parser = duration)]
+    pub readiness_timeout: Duration,
+
+    /// Timeout of one upstream connect attempt.
+    #[arg(long, env = "KEDA_HTTP_CONNECT_TIMEOUT", default_value = "500ms", value_parser = duration)]
+    pub connect_timeout: Duration,
+
+    /// Idle upstream connections kept in total (accepted; the pool is bounded per host).
+    #[arg(long, env = "KEDA_HTTP_MAX_IDLE_CONNS", default_value_t = 1000)]
+    pub max_idle_conns: usize,
+
+    /// Idle upstream connections kept per endpoint.
+    #[arg(long, env = "KEDA_HTTP_MAX_IDLE_CONNS_PER_HOST", default_value_t = 200)]
+    pub max_idle_conns_per_host: usize,
+
+    /// Deprecated: when > 0, overrides KEDA_HTTP_READINESS_TIMEOUT.
+    #[arg(long, env = "KEDA_CONDITION_WAIT_TIMEOUT", value_parser = duration)]
+    pub condition_wait_timeout: Option<Duration>,
+
+    /// Deprecated: when > 0, overrides KEDA_HTTP_RESPONSE_HEADER_TIMEOUT.
+    #[arg(long, env = "KEDA_RESPONSE_HEADER_TIMEOUT", value_parser = duration)]
+    pub legacy_response_header_timeout: Option<Duration>,
+
+    /// Requests one replica may hold per cold route; 0 means unlimited.
+    #[arg(
+        long,
+        env = "KEDA_HTTP_COLD_START_MAX_PENDING_REQUESTS",
+        default_value_t = 0
+    )]
+    pub cold_start_max_pending_requests: u32,
+
+    /// Periodic routing-table rebuild interval.
+    #[arg(long, env = "KEDA_HTTP_ROUTING_TABLE_REFRESH_INTERVAL", default_value = "1m", value_parser = duration)]
+    pub routing_table_refresh_interval: Duration,
+
+    /// /readyz fails when the routing table is older than this; 0 disables.
+    #[arg(long, env = "KEDA_HTTP_ROUTING_TABLE_MAX_STALENESS", default_value = "5m", value_parser = duration)]
+    pub routing_table_max_staleness: Duration,
+
+    /// Time a client may take to send the request header section (our addition).
+    #[arg(long, env = "KEDA_HTTP_READ_HEADER_TIMEOUT", default_value = "1m", value_parser = duration)]
+    pub read_header_timeout: Duration,
+
+    /// Largest request header section accepted, in bytes; larger gets 431 (our addition).
+    #[arg(long, env = "KEDA_HTTP_MAX_HEADER_BYTES", default_value_t = 1 << 20)]
+    pub max_header_bytes: usize,
+
+    /// JSON file of InterceptorRoutes/HTTPScaledObjects to route by, until the Kubernetes
+    /// watches are wired (our addition; empty starts with an empty table).
+    #[arg(long, env = "KEDA_HTTP_ROUTES_FILE")]
+    pub routes_file: Option<PathBuf>,
+
+    /// JSON file mapping "namespace/service/port" to ready endpoint addresses (our addition,
+    /// for running without Kubernetes).
+    #[arg(long, env = "KEDA_HTTP_ENDPOINTS_FILE")]
+    pub endpoints_file: Option<PathBuf>,
+
+    /// Serve Prometheus /metrics.
+    #[arg(long, env = "OTEL_PROM_EXPORTER_ENABLED", default_value = "true", value_parser = go_bool, action = ArgAction::Set)]
+    pub otel_prom_exporter_enabled: bool,
+
+    /// Port of the Prometheus /metrics listener.
+    #[arg(long, env = "OTEL_PROM_EXPORTER_PORT", default_value_t = 2223)]
+    pub otel_prom_exporter_port: u16,
+
+    /// OTLP/HTTP metrics export (accepted; not implemented yet).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_METRICS_ENABLED", default_value = "false", value_parser = go_bool, action = ArgAction::Set)]
+    pub otel_exporter_otlp_metrics_enabled: bool,
+
+    /// OTLP tracing (accepted; not implemented yet).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_TRACES_ENABLED", default_value = "false", value_parser = go_bool, action = ArgAction::Set)]
+    pub otel_exporter_otlp_traces_enabled: bool,
+
+    /// OTLP traces protocol: console, http/protobuf or grpc.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", default_value = "console", value_parser = traces_protocol)]
+    pub otel_exporter_otlp_traces_protocol: String,
+
+    /// Log level (debug, info, warn, error; RUST_LOG wins when set).
+    #[arg(long, default_value = "info")]
+    pub zap_log_level: String,
+
+    /// Log encoder: json or console.
+    #[arg(long, default_value = "console", value_parser = encoder)]
+    pub zap_encoder: LogFormat,
+
+    /// Accepted for compatibility with the official chart; ignored.
+    #[arg(long)]
+    pub zap_time_encoding: Option<String>,
+
+    /// Accepted for compatibility with the official chart; ignored.
+    #[arg(long)]
+    pub zap_stacktrace_level: Option<String>,
+
+    /// Accepted for compatibility with the official chart; ignored.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_parser = go_bool)]
+    pub zap_devel: Option<bool>,
+}
+
+impl Config {
+    /// Parses the process arguments and environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let matches = Self::command().try_get_matches().map_err(clap_error)?;
+        Self::from_arg_matches(&matches)
+            .map_err(clap_error)
+            .and_then(Self::validated)
+    }
+
+    /// Parses `args` (the first is the program name) with `env` standing in for the process
+    /// environment: every variable `env` knows becomes its flag, unless the flag is given.
+    pub fn parse_from<I, T>(
+        args: I,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let mut argv: Vec<OsString> = args.into_iter().map(Into::into).collect();
+        let command = Self::command();
+        let given: Vec<String> = argv
+            .iter()
+            .filter_map(|a| a.to_str())
+            .filter_map(|a| a.strip_prefix("--"))
+            .map(|a| a.split('=').next().unwrap_or(a).to_owned())
+            .collect();
+        for arg in command.get_arguments() {
+            let (Some(var), Some(long)) = (arg.get_env(), arg.get_long()) else {
+                continue;
+            };
+            let Some(var) = var.to_str() else { continue };
+            if given.iter().any(|g| g == long) {
+                continue;
+            }
+            if let Some(value) = env(var) {
+                argv.push(format!("--{long}={value}").into());
+            }
+        }
+        let matches = command.try_get_matches_from(argv).map_err(clap_error)?;
+        Self::from_arg_matches(&matches)
+            .map_err(clap_error)
+            .and_then(Self::validated)
+    }
+
+    /// Cross-field checks clap cannot express.
+    fn validated(self) -> Result<Self, ConfigError> {
+        if let (Some(min), Some(max)) = (self.tls_min_version(), self.tls_max_version())
+            && min == TlsVersion::Tls13
+            && max == TlsVersion::Tls12
+        {
+            return Err(ConfigError::Invalid(
+                "invalid KEDA_HTTP_TLS_MIN_VERSION/KEDA_HTTP_TLS_MAX_VERSION: minimum 1.3 is above maximum 1.2"
+                    .into(),
+            ));
+        }
+        if self.max_header_bytes < 1024 {
+            return Err(ConfigError::Invalid(format!(
+                "invalid KEDA_HTTP_MAX_HEADER_BYTES (--max-header-bytes): {} is below 1024",
+                self.max_header_bytes
+            )));
+        }
+        Ok(self)
+    }
+
+    /// The effective readiness timeout: the deprecated `KEDA_CONDITION_WAIT_TIMEOUT` wins when > 0.
+    pub fn effective_readiness_timeout(&self) -> Duration {
+        self.condition_wait_timeout
+            .filter(|d| !d.is_zero())
+            .unwrap_or(self.readiness_timeout)
+    }
+
+    /// The effective response-header timeout: the deprecated `KEDA_RESPONSE_HEADER_TIMEOUT` wins when > 0.
+    pub fn effective_response_header_timeout(&self) -> Duration {
+        self.legacy_response_header_timeout
+            .filter(|d| !d.is_zero())
+            .unwrap_or(self.response_header_timeout)
+    }
+
+    /// Skip upstream TLS verification (deprecated name first).
+    pub fn tls_skip_verify(&self) -> bool {
+        self.proxy_tls_skip_verify
+            .or(self.tls_skip_verify)
+            .unwrap_or(false)
+    }
+
+    /// Minimum TLS version (deprecated name first).
+    pub fn tls_min_version(&self) -> Option<TlsVersion> {
+        self.proxy_tls_min_version.or(self.tls_min_version)
+    }
+
+    /// Maximum TLS version (deprecated name first).
+    pub fn tls_max_version(&self) -> Option<TlsVersion> {
+        self.proxy_tls_max_version.or(self.tls_max_version)
+    }
+
+    /// A configuration for tests: every listener on `127.0.0.1:0`, short shutdown phases.
+    pub fn for_tests() -> Self {
+        let env = |_: &str| None;
+        let mut config = Self::parse_from(
+            [
+                "keda-http-interceptor",
+                "--proxy-port=0",
+                "--admin-port=0",
+                "--otel-prom-exporter-port=0",
+                "--bind-address=127.0.0.1",
+                "--shutdown-delay=0s",
+                "--drain-timeout=10s",
+            ],
+            &env,
+        )
+        .unwrap_or_else(|_| unreachable!("the test arguments are valid"));
+        config.proxy_tls_port = 0;
+        config
+    }
+}
+
+/// Turns a clap error into one line naming the offending variable (and flag).
+fn clap_error(error: clap::Error) -> ConfigError {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    match error.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            return ConfigError::Display(error.render().to_string());
+        }
+        _ => {}
+    }
+    let command = Config::command();
+    let name_of = |flag: &str| -> String {
+        let long = flag
+            .trim_start_matches("--")
+            .split([' ', '='])
+            .next()
+            .unwrap_or(flag);
+        command
+            .get_arguments()
+            .find(|a| a.get_long() == Some(long))
+            .and_then(|a| a.get_env())
+            .and_then(|e| e.to_str())
+            .map_or_else(|| format!("--{long}"), |var| format!("{var} (--{long})"))
+    };
+    let reason = error
+        .get(ContextKind::Custom)
+        .map(ToString::to_string)
+        .or_else(|| error.source().map(ToString::to_string));
+    let line = match (error.kind(), error.get(ContextKind::InvalidArg)) {
+        (ErrorKind::MissingRequiredArgument, Some(ContextValue::Strings(flags))) => {
+            let names: Vec<String> = flags.iter().map(|f| name_of(f)).collect();
+            format!("missing required setting {}", names.join(", "))
+        }
+        (_, Some(ContextValue::String(flag))) => {
+            let value = match error.get(ContextKind::InvalidValue) {
+                Some(ContextValue::String(v)) => format!(" {v:?}"),
+                _ => String::new(),
+            };
+            let reason = reason.map(|r| format!(": {r}")).unwrap_or_default();
+            format!("invalid {}{value}{reason}", name_of(flag))
+        }
+        _ => {
+            let rendered = error.render().to_string();
+            rendered
+                .lines()
+                .next()
+                .unwrap_or("invalid configuration")
+                .trim_start_matches("error: ")
+                .to_owned()
+        }
+    };
+    ConfigError::Invalid(line)
+}
+
+use std::error::Error as _;
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn parse(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Config::parse_from(["keda-http-interceptor"], &|k| map.get(k).cloned())
+    }
+
+    fn required() -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("KEDA_HTTP_PROXY_PORT", "8080"),
+            ("KEDA_HTTP_ADMIN_PORT", "9090"),
+        ]
+    }
+
+    #[test]
+    fn defaults_match_the_official_add_on() {
+        let c = parse(&required()).expect("valid");
+        assert_eq!(c.proxy_port, 8080);
+        assert_eq!(c.admin_port, 9090);
+        assert_eq!(c.drain_timeout, Duration::from_secs(30));
+        assert_eq!(c.shutdown_delay, Duration::from_secs(5));
+        assert_eq!(c.connect_timeout, Duration::from_millis(500));
+        assert_eq!(c.response_header_timeout, Duration::from_secs(300));
+        assert_eq!(c.request_timeout, Duration::ZERO);
+        assert_eq!(c.max_idle_conns, 1000);
+        assert_eq!(c.max_idle_conns_per_host, 200);
+        assert_eq!(c.proxy_tls_port, 8443);
+        assert!(!c.proxy_tls_enabled);
+        assert!(c.enable_cold_start_header);
+        assert!(c.otel_prom_exporter_enabled);
+        assert_eq!(c.otel_prom_exporter_port, 2223);
+        assert_eq!(c.informer_resync_period, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn missing_port_names_the_variable() {
+        let err = parse(&[("KEDA_HTTP_ADMIN_PORT", "9090")]).expect_err("missing");
+        let msg = err.to_string();
+        assert!(msg.contains("KEDA_HTTP_PROXY_PORT"), "{msg}");
+        assert!(!msg.contains('\n'), "{msg}");
+    }
+
+    #[test]
+    fn invalid_values_name_the_variable() {
+        for (var, value) in [
+            ("KEDA_HTTP_PROXY_PORT", "eighty"),
+            ("KEDA_HTTP_DRAIN_TIMEOUT", "30"),
+            ("KEDA_HTTP_CONNECT_TIMEOUT", "-1s"),
+            ("KEDA_HTTP_PROXY_TLS_ENABLED", "yes"),
+            ("KEDA_HTTP_PROXY_TLS_MIN_VERSION", "1.1"),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "udp"),
+            ("KEDA_CONDITION_WAIT_TIMEOUT", "soon"),
+        ] {
+            let mut vars = required();
+            vars.retain(|(k, _)| *k != var);
+            vars.push((var, value));
+            let err = parse(&vars).expect_err(var);
+            let msg = err.to_string();
+            assert!(matches!(err, ConfigError::Invalid(_)), "{var}: {msg}");
+            assert!(msg.contains(var), "{var}: {msg}");
+            assert!(!msg.contains('\n'), "{var}: {msg}");
+        }
+    }
+
+    #[test]
+    fn go_syntax_durations_and_booleans() {
+        let mut vars = required();
+        vars.extend([
+            ("KEDA_HTTP_REQUEST_TIMEOUT", "1m30s"),
+            ("KEDA_HTTP_PROXY_TLS_ENABLED", "T"),
+            ("KEDA_HTTP_ENABLE_COLD_START_HEADER", "0"),
+        ]);
+        let c = parse(&vars).expect("valid");
+        assert_eq!(c.request_timeout, Duration::from_secs(90));
+        assert!(c.proxy_tls_enabled);
+        assert!(!c.enable_cold_start_header);
+    }
+
+    #[test]
+    fn deprecated_timeouts_override_when_positive() {
+        let mut vars = required();
+        vars.extend([
+            ("KEDA_HTTP_READINESS_TIMEOUT", "10s"),
+            ("KEDA_CONDITION_WAIT_TIMEOUT", "20s"),
+            ("KEDA_RESPONSE_HEADER_TIMEOUT", "0s"),
+        ]);
+        let c = parse(&vars).expect("valid");
+        assert_eq!(c.effective_readiness_timeout(), Duration::from_secs(20));
+        assert_eq!(
+            c.effective_response_header_timeout(),
+            Duration::from_secs(300)
+        );
+    }
+
+    #[test]
+    fn deprecated_tls_names_take_precedence() {
+        let mut vars = required();
+        vars.extend([
+            ("KEDA_HTTP_TLS_MIN_VERSION", "1.3"),
+            ("KEDA_HTTP_PROXY_TLS_MIN_VERSION", "1.2"),
+            ("KEDA_HTTP_TLS_SKIP_VERIFY", "true"),
+        ]);
+        let c = parse(&vars).expect("valid");
+        assert_eq!(c.tls_min_version(), Some(TlsVersion::Tls12));
+        assert!(c.tls_skip_verify());
+    }
+
+    #[test]
+    fn flags_win_over_variables() {
+        let map: HashMap<String, String> = required()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let c = Config::parse_from(["x", "--proxy-port=1234"], &|k| map.get(k).cloned())
+            .expect("valid");
+        assert_eq!(c.proxy_port, 1234);
+    }
+
+    #[test]
+    fn chart_zap_flags_are_accepted() {
+        let map: HashMap<String, String> = required()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let c = Config::parse_from(
+            [
+                "x",
+                "--zap-log-level=info",
+                "--zap-encoder=json",
+                "--zap-time-encoding=rfc3339",
+            ],
+            &|k| map.get(k).cloned(),
+        )
+        .expect("valid");
+        assert_eq!(c.zap_encoder, LogFormat::Json);
+    }
+
+    #[test]
+    fn help_documents_every_variable() {
+        let help = Config::command().render_long_help().to_string();
+        for var in [
+            "KEDA_HTTP_PROXY_PORT",
+            "KEDA_HTTP_ADMIN_PORT",
+            "KEDA_HTTP_WATCH_NAMESPACE",
+            "KEDA_HTTP_SCALER_CONFIG_MAP_INFORMER_RSYNC_PERIOD",
+            "KEDA_HTTP_PROXY_TLS_ENABLED",
+            "KEDA_HTTP_PROXY_TLS_CERT_PATH",
+            "KEDA_HTTP_PROXY_TLS_KEY_PATH",
+            "KEDA_HTTP_PROXY_TLS_CERT_STORE_PATHS",
+            "KEDA_HTTP_PROXY_TLS_SKIP_VERIFY",
+            "KEDA_HTTP_PROXY_TLS_PORT",
+            "KEDA_HTTP_PROXY_TLS_MIN_VERSION",
+            "KEDA_HTTP_PROXY_TLS_MAX_VERSION",
+            "KEDA_HTTP_PROXY_TLS_CIPHER_SUITES",
+            "KEDA_HTTP_PROXY_TLS_CURVE_PREFERENCES",
+            "PROFILING_BIND_ADDRESS",
+            "KEDA_HTTP_ENABLE_COLD_START_HEADER",
+            "KEDA_HTTP_LOG_REQUESTS",
+            "KEDA_HTTP_DRAIN_TIMEOUT",
+            "KEDA_HTTP_SHUTDOWN_DELAY",
+            "KEDA_HTTP_DIRECT_POD_ROUTING",
+            "KEDA_HTTP_REQUEST_TIMEOUT",
+            "KEDA_HTTP_RESPONSE_HEADER_TIMEOUT",
+            "KEDA_HTTP_READINESS_TIMEOUT",
+            "KEDA_HTTP_CONNECT_TIMEOUT",
+            "KEDA_HTTP_MAX_IDLE_CONNS",
+            "KEDA_HTTP_MAX_IDLE_CONNS_PER_HOST",
+            "KEDA_CONDITION_WAIT_TIMEOUT",
+            "KEDA_RESPONSE_HEADER_TIMEOUT",
+            "OTEL_PROM_EXPORTER_ENABLED",
+            "OTEL_PROM_EXPORTER_PORT",
+            "OTEL_EXPORTER_OTLP_METRICS_ENABLED",
+            "OTEL_EXPORTER_OTLP_TRACES_ENABLED",
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+            "KEDA_HTTP_TLS_MIN_VERSION",
+            "KEDA_HTTP_TLS_CA_DIRS",
+            "KEDA_HTTP_COLD_START_MAX_PENDING_REQUESTS",
+        ] {
+            assert!(
+                help.contains(&format!("env: {var}=")) || help.contains(&format!("env: {var}]")),
+                "{var} missing from --help"
+            );
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! The seam between whatever watches routes (Kubernetes, a file, a test) and the proxy.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use arc_swap::ArcSwap;
+use keda_http_api::{HTTPScaledObject, InterceptorRoute};
+use tokio::sync::watch;
+
+use super::{Route, RouteSource, RouteTable};
+use crate::endpoints::Endpoints;
+use crate::queue::Queue;
+
+/// What an install did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstallReport {
+    /// Routes in the new table.
+    pub routes: usize,
+    /// Objects skipped: HTTPScaledObjects shadowed by an InterceptorRoute of the same
+    /// namespace/name, and objects without a name or namespace.
+    pub shadowed: usize,
+}
+
+/// Shared handle to the current routing table. Cloning is cheap.
+#[derive(Clone, Debug)]
+pub struct RouteTableHandle {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    table: ArcSwap<RouteTable>,
+    queue: Arc<Queue>,
+    endpoints: Arc<Endpoints>,
+    installed: AtomicBool,
+    installs: watch::Sender<u64>,
+    /// Serialises installs (readers never take it).
+    install: tokio::sync::Mutex<()>,
+}
+
+impl RouteTableHandle {
+    /// An empty, not yet installed table over `queue` and `endpoints`.
+    pub fn new(queue: Arc<Queue>, endpoints: Arc<Endpoints>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                table: ArcSwap::from_pointee(RouteTable::default()),
+                queue,
+                endpoints,
+                installed: AtomicBool::new(false),
+                installs: watch::channel(0).0,
+                install: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    /// Builds a table from the full current set of InterceptorRoutes and HTTPScaledObjects and
+    /// swaps it in: queue keys follow the table (new keys at zero, vanished ones dropped), each
+    /// target gets its endpoint pool. Requests already routed keep their old snapshot.
+    pub async fn install(
+        &self,
+        routes: Vec<InterceptorRoute>,
+        httpsos: Vec<HTTPScaledObject>,
+    ) -> InstallReport {
+        let sources = RouteSource::collect(&routes, &httpsos);
+        let shadowed = (routes.len() + httpsos.len()).saturating_sub(sources.len());
+        self.install_sources(sources).await.with_shadowed(shadowed)
+    }
+
+    /// Installs already collected sources (see [`RouteSource::collect`]).
+    pub async fn install_sources(&self, sources: Vec<RouteSource>) -> InstallReport {
+        let _one_at_a_time = self.inner.install.lock().await;
+        let keys: Vec<String> = sources.iter().map(RouteSource::key).collect();
+        let counters = self
+            .inner
+            .queue
+            .retain_keys(keys.iter().map(String::as_str));
+        let mut bound = Vec::with_capacity(sources.len());
+        for (source, key) in sources.into_iter().zip(&keys) {
+            let Some(counters) = counters.get(key.as_str()).cloned() else {
+                continue;
+            };
+            let target = source.target();
+            let pool = self.inner.endpoints.pool(&target).await;
+            bound.push(Arc::new(Route {
+                key: Arc::clone(counters.key()),
+                source,
+                target,
+                counters,
+                pool,
+            }));
+        }
+        let report = InstallReport {
+            routes: bound.len(),
+            shadowed: 0,
+        };
+        self.inner.table.store(Arc::new(RouteTable::new(bound)));
+        self.inner.installed.store(true, Ordering::Release);
+        self.inner.installs.send_modify(|n| *n += 1);
+        report
+    }
+
+    /// The current table. Load once per request and use that snapshot throughout.
+    pub fn load(&self) -> arc_swap::Guard<Arc<RouteTable>> {
+        self.inner.table.load()
+    }
+
+    /// Whether any table has been installed yet (`/readyz`).
+    pub fn is_installed(&self) -> bool {
+        self.inner.installed.load(Ordering::Acquire)
+    }
+
+    /// Changes once per install.
+    pub fn installs(&self) -> watch::Receiver<u64> {
+        self.inner.installs.subscribe()
+    }
+
+    /// The queue the tables count into.
+    pub fn queue(&self) -> &Arc<Queue> {
+        &self.inner.queue
+    }
+}
+
+impl InstallReport {
+    fn with_shadowed(mut self, shadowed: usize) -> Self {
+        self.shadowed = shadowed;
+        self
+    }
+}

@@ -1,0 +1,775 @@
+use http::{HeaderMap, HeaderName, HeaderValue};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use keda_http_api::http_scaled_object::{HTTPScaledObjectSpec, ScaleTargetRef};
+use keda_http_api::interceptor_route::{
+    HeaderMatch, InterceptorRouteSpec, PathMatch, RoutingRule, ScalingMetric, TargetRef,
+};
+use keda_http_api::{HTTPScaledObject, InterceptorRoute};
+use proptest::prelude::*;
+
+use super::*;
+
+fn time(secs: i64) -> Time {
+    Time(k8s_openapi::jiff::Timestamp::from_second(secs).expect("valid"))
+}
+
+fn spec(rules: Vec<RoutingRule>) -> InterceptorRouteSpec {
+    InterceptorRouteSpec {
+        target: TargetRef {
+            service: "svc".into(),
+            port: Some(80),
+            port_name: None,
+        },
+        rules,
+        scaling_metric: ScalingMetric::default(),
+        cold_start: None,
+        timeouts: None,
+        static_routes: Vec::new(),
+    }
+}
+
+fn rule(hosts: &[&str], paths: &[&str], headers: &[(&str, Option<&str>)]) -> RoutingRule {
+    RoutingRule {
+        hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
+        paths: paths
+            .iter()
+            .map(|p| PathMatch {
+                value: (*p).to_owned(),
+            })
+            .collect(),
+        headers: headers
+            .iter()
+            .map(|(n, v)| HeaderMatch {
+                name: (*n).to_owned(),
+                value: v.map(str::to_owned),
+            })
+            .collect(),
+    }
+}
+
+fn source(ns: &str, name: &str, created: Option<i64>, rules: Vec<RoutingRule>) -> RouteSource {
+    RouteSource {
+        namespace: ns.into(),
+        name: name.into(),
+        created: created.map(time),
+        kind: RouteKind::InterceptorRoute,
+        spec: spec(rules),
+    }
+}
+
+fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (n, v) in pairs {
+        map.append(
+            HeaderName::from_bytes(n.as_bytes()).expect("name"),
+            HeaderValue::from_str(v).expect("value"),
+        );
+    }
+    map
+}
+
+/// Looks up through [`RouteTable::route`]'s host handling, returning the route name.
+fn route_name(
+    sources: &[RouteSource],
+    host: &str,
+    path: &str,
+    hdrs: &[(&str, &str)],
+) -> Option<String> {
+    let index = RouteIndex::build(sources);
+    let host = strip_port(host).to_ascii_lowercase();
+    index
+        .lookup(&host, path, &headers(hdrs))
+        .map(|i| sources[i].name.to_string())
+}
+
+struct Case {
+    name: &'static str,
+    routes: Vec<RouteSource>,
+    host: &'static str,
+    path: &'static str,
+    headers: Vec<(&'static str, &'static str)>,
+    want: Option<&'static str>,
+}
+
+fn case(
+    name: &'static str,
+    routes: Vec<RouteSource>,
+    host: &'static str,
+    path: &'static str,
+    headers: &[(&'static str, &'static str)],
+    want: Option<&'static str>,
+) -> Case {
+    Case {
+        name,
+        routes,
+        host,
+        path,
+        headers: headers.to_vec(),
+        want,
+    }
+}
+
+#[test]
+fn routing_rules_table() {
+    let ns = "default";
+    let cases = vec![
+        case(
+            "exact host",
+            vec![source(
+                ns,
+                "a",
+                None,
+                vec![rule(&["example.com"], &[], &[])],
+            )],
+            "example.com",
+            "/anything",
+            &[],
+            Some("a"),
+        ),
+        case(
+            "port stripped from the request host",
+            vec![source(
+                ns,
+                "a",
+                None,
+                vec![rule(&["example.com"], &[], &[])],
+            )],
+            "example.com:8080",
+            "/",
+            &[],
+            Some("a"),
+        ),
+        case(
+            "port stripped from the configured host",
+            vec![source(
+                ns,
+                "a",
+                None,
+                vec![rule(&["example.com:8080"], &[], &[])],
+            )],
+            "example.com",
+            "/",
+            &[],
+            Some("a"),
+        ),
+        case(
+            "hosts match case-insensitively (divergence)",
+            vec![source(
+                ns,
+                "a",
+                None,
+                vec![rule(&["Example.com"], &[], &[])],
+            )],
+            "EXAMPLE.com",
+            "/",
+            &[],
+            Some("a"),
+        ),
+        case(
+            "unknown host without catch-all is no match",
+            vec![source(
+                ns,
+                "a",
+                None,
+                vec![rule(&["example.com"], &[], &[])],
+            )],
+            "other.com",
+            "/",
+            &[],
+            None,
+        ),
+        case(
+            "exact host with / beats wildcard with a longer path",
+            vec![
+                source(
+                    ns,
+                    "exact",
+                    None,
+                    vec![rule(&["a.example.com"], &["/"], &[])],
+                ),
+                source(
+                    ns,
+                    "wild",
+                    None,
+                    vec![rule(&["*.example.com"], &["/api/v1"], &[])],
+                ),
+            ],
+            "a.example.com",
+            "/api/v1/x",
+            &[],
+            Some("exact"),
+        ),
+        case(
+            "most specific wildcard first",
+            vec![
+                source(ns, "wide", None, vec![rule(&["*.example.com"], &[], &[])]),
+                source(
+                    ns,
+                    "narrow",
+                    None,
+                    vec![rule(&["*.b.example.com"], &[], &[])],
+                ),
+            ],
+            "a.b.example.com",
+            "/",
+            &[],
+            Some("narrow"),
+        ),
+        case(
+            "wildcard matches multi-level subdomains",
+            vec![source(
+                ns,
+                "wild",
+                None,
+                vec![rule(&["*.example.com"], &[], &[])],
+            )],
+            "x.y.example.com",
+            "/",
+            &[],
+            Some("wild"),
+        ),
+        case(
+            "wildcard does not match the apex",
+            vec![source(
+                ns,
+                "wild",
+                None,
+                vec![rule(&["*.example.com"], &[], &[])],
+            )],
+            "example.com",
+            "/",
+            &[],
+            None,
+        ),
+        case(
+            "single-label host has no wildcard tier",
+            vec![
+                source(ns, "wild", None, vec![rule(&["*.localhost"], &[], &[])]),
+                source(ns, "any", None, vec![rule(&["*"], &[], &[])]),
+            ],
+            "localhost",
+            "/",
+            &[],
+            Some("any"),
+        ),
+        case(
+            "wildcard beats catch-all",
+            vec![
+                source(ns, "any", None, vec![rule(&[], &["/api"], &[])]),
+                source(ns, "wild", None, vec![rule(&["*.example.com"], &[], &[])]),
+            ],
+            "a.example.com",
+            "/api",
+            &[],
+            Some("wild"),
+        ),
+        case(
+            "empty hosts are a catch-all",
+            vec![source(ns, "any", None, vec![rule(&[], &[], &[])])],
+            "whatever.io",
+            "/x",
+            &[],
+            Some("any"),
+        ),
+        case(
+            "empty-string host is a catch-all",
+            vec![source(ns, "any", None, vec![rule(&[""], &[], &[])])],
+            "whatever.io",
+            "/x",
+            &[],
+            Some("any"),
+        ),
+        case(
+            "prefix matches the exact path",
+            vec![source(ns, "api", None, vec![rule(&["h"], &["/api"], &[])])],
+            "h",
+            "/api",
+            &[],
+            Some("api"),
+        ),
+        case(
+            "prefix matches with a trailing slash",
+            vec![source(ns, "api", None, vec![rule(&["h"], &["/api"], &[])])],
+            "h",
+            "/api/",
+            &[],
+            Some("api"),
+        ),
+        case(
+            "prefix matches a sub-path",
+            vec![source(ns, "api", None, vec![rule(&["h"], &["/api/"], &[])])],
+            "h",
+            "/api/x/y",
+            &[],
+            Some("api"),
+        ),
+        case(
+            "prefix is segment-aware",
+            vec![source(ns, "api", None, vec![rule(&["h"], &["/api"], &[])])],
+            "h",
+            "/apiv2",
+            &[],
+            None,
+        ),
+        case(
+            "longest prefix wins",
+            vec![
+                source(ns, "short", None, vec![rule(&["h"], &["/api"], &[])]),
+                source(ns, "long", None, vec![rule(&["h"], &["/api/v1"], &[])]),
+                source(ns, "root", None, vec![rule(&["h"], &["/"], &[])]),
+            ],
+            "h",
+            "/api/v1/users",
+            &[],
+            Some("long"),
+        ),
+        case(
+            "header matchers are AND-ed",
+            vec![source(
+                ns,
+                "hdr",
+                None,
+                vec![rule(&["h"], &[], &[("x-a", Some("1")), ("x-b", None)])],
+            )],
+            "h",
+            "/",
+            &[("x-a", "1")],
+            None,
+        ),
+        case(
+            "header names are case-insensitive, presence matches any value",
+            vec![source(
+                ns,
+                "hdr",
+                None,
+                vec![rule(&["h"], &[], &[("X-A", Some("1")), ("X-B", None)])],
+            )],
+            "h",
+            "/",
+            &[("x-a", "1"), ("x-b", "")],
+            Some("hdr"),
+        ),
+        case(
+            "header values are case-sensitive",
+            vec![source(
+                ns,
+                "hdr",
+                None,
+                vec![rule(&["h"], &[], &[("x-a", Some("Yes"))])],
+            )],
+            "h",
+            "/",
+            &[("x-a", "yes")],
+            None,
+        ),
+        case(
+            "any of several values suffices",
+            vec![source(
+                ns,
+                "hdr",
+                None,
+                vec![rule(&["h"], &[], &[("x-a", Some("2"))])],
+            )],
+            "h",
+            "/",
+            &[("x-a", "1"), ("x-a", "2")],
+            Some("hdr"),
+        ),
+        case(
+            "more header matchers first",
+            vec![
+                source(ns, "one", None, vec![rule(&["h"], &[], &[("x-a", None)])]),
+                source(
+                    ns,
+                    "two",
+                    None,
+                    vec![rule(&["h"], &[], &[("x-a", None), ("x-b", None)])],
+                ),
+            ],
+            "h",
+            "/",
+            &[("x-a", "1"), ("x-b", "1")],
+            Some("two"),
+        ),
+        case(
+            "more valued matchers first",
+            vec![
+                source(
+                    ns,
+                    "presence",
+                    None,
+                    vec![rule(&["h"], &[], &[("x-a", None)])],
+                ),
+                source(
+                    ns,
+                    "valued",
+                    None,
+                    vec![rule(&["h"], &[], &[("x-a", Some("1"))])],
+                ),
+            ],
+            "h",
+            "/",
+            &[("x-a", "1")],
+            Some("valued"),
+        ),
+        case(
+            "older creation first",
+            vec![
+                source("z", "new", Some(200), vec![rule(&["h"], &[], &[])]),
+                source("a", "old", Some(100), vec![rule(&["h"], &[], &[])]),
+            ],
+            "h",
+            "/",
+            &[],
+            Some("old"),
+        ),
+        case(
+            "namespace descending on equal age",
+            vec![
+                source("a", "x", Some(100), vec![rule(&["h"], &[], &[])]),
+                source("b", "y", Some(100), vec![rule(&["h"], &[], &[])]),
+            ],
+            "h",
+            "/",
+            &[],
+            Some("y"),
+        ),
+        case(
+            "name descending on equal namespace and age",
+            vec![
+                source(ns, "a", Some(100), vec![rule(&["h"], &[], &[])]),
+                source(ns, "b", Some(100), vec![rule(&["h"], &[], &[])]),
+            ],
+            "h",
+            "/",
+            &[],
+            Some("b"),
+        ),
+        case(
+            "header mismatch on the longest prefix falls back to a shorter one (divergence)",
+            vec![
+                source(
+                    ns,
+                    "tenant",
+                    None,
+                    vec![rule(&["h"], &["/api"], &[("x-tenant", Some("a"))])],
+                ),
+                source(ns, "root", None, vec![rule(&["h"], &["/"], &[])]),
+            ],
+            "h",
+            "/api/x",
+            &[],
+            Some("root"),
+        ),
+        case(
+            "header mismatch in the exact tier falls to the wildcard tier",
+            vec![
+                source(
+                    ns,
+                    "exact",
+                    None,
+                    vec![rule(&["a.example.com"], &[], &[("x-a", None)])],
+                ),
+                source(ns, "wild", None, vec![rule(&["*.example.com"], &[], &[])]),
+            ],
+            "a.example.com",
+            "/",
+            &[],
+            Some("wild"),
+        ),
+        case(
+            "a route without rules is unreachable",
+            vec![source(ns, "none", None, vec![])],
+            "h",
+            "/",
+            &[],
+            None,
+        ),
+        case(
+            "rules are OR-ed",
+            vec![source(
+                ns,
+                "multi",
+                None,
+                vec![rule(&["a.com"], &[], &[]), rule(&["b.com"], &["/x"], &[])],
+            )],
+            "b.com",
+            "/x/y",
+            &[],
+            Some("multi"),
+        ),
+        case(
+            "IPv6 literal with port",
+            vec![source(ns, "v6", None, vec![rule(&["[::1]"], &[], &[])])],
+            "[::1]:8080",
+            "/",
+            &[],
+            Some("v6"),
+        ),
+    ];
+    for c in cases {
+        let got = route_name(&c.routes, c.host, c.path, &c.headers);
+        assert_eq!(got.as_deref(), c.want, "case {:?}", c.name);
+    }
+}
+
+#[test]
+fn interceptor_route_wins_a_name_clash() {
+    let ir = InterceptorRoute {
+        metadata: ObjectMeta {
+            name: Some("app".into()),
+            namespace: Some("ns".into()),
+            ..ObjectMeta::default()
+        },
+        spec: spec(vec![rule(&["ir.example.com"], &[], &[])]),
+        status: None,
+    };
+    let so = |name: &str| HTTPScaledObject {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("ns".into()),
+            ..ObjectMeta::default()
+        },
+        spec: HTTPScaledObjectSpec {
+            hosts: vec!["so.example.com".into()],
+            path_prefixes: vec!["/api".into()],
+            headers: vec![],
+            scale_target_ref: ScaleTargetRef {
+                name: Some("app".into()),
+                api_version: None,
+                kind: None,
+                service: "app-svc".into(),
+                port: Some(8080),
+                port_name: None,
+            },
+            cold_start_timeout_failover_ref: None,
+            replicas: None,
+            target_pending_requests: None,
+            scaledown_period: None,
+            initial_cooldown_period: None,
+            scaling_metric: None,
+            timeouts: None,
+        },
+        status: None,
+    };
+    let sources = RouteSource::collect(&[ir], &[so("app"), so("other")]);
+    assert_eq!(sources.len(), 2);
+    assert_eq!(sources[0].kind, RouteKind::InterceptorRoute);
+    assert_eq!(sources[1].kind, RouteKind::HTTPScaledObject);
+    assert_eq!(
+        route_name(&sources, "ir.example.com", "/", &[]).as_deref(),
+        Some("app")
+    );
+    assert_eq!(route_name(&sources, "so.example.com", "/", &[]), None);
+    assert_eq!(
+        route_name(&sources, "so.example.com", "/api/x", &[]).as_deref(),
+        Some("other")
+    );
+    assert_eq!(
+        sources[1].target(),
+        Target {
+            namespace: "ns".into(),
+            service: "app-svc".into(),
+            port: TargetPort::Number(8080)
+        }
+    );
+}
+
+#[test]
+fn strip_port_cases() {
+    assert_eq!(strip_port("a.com:80"), "a.com");
+    assert_eq!(strip_port("a.com"), "a.com");
+    assert_eq!(strip_port("[::1]:80"), "[::1]");
+    assert_eq!(strip_port("[::1]"), "[::1]");
+    assert_eq!(strip_port("a.com:x"), "a.com:x");
+}
+
+// ---- property test against a naive matcher ----
+
+const HOSTS: &[&str] = &[
+    "a.com",
+    "b.a.com",
+    "x.b.a.com",
+    "c.com",
+    "*.a.com",
+    "*.b.a.com",
+    "*",
+    "",
+    "A.com",
+    "b.a.com:81",
+];
+const PATHS: &[&str] = &["/", "/api", "/api/v1", "/apiv2", "/b", "api/"];
+const HEADER_NAMES: &[&str] = &["x-a", "X-B"];
+const HEADER_VALUES: &[Option<&str>] = &[None, Some("1"), Some("2")];
+const REQ_HOSTS: &[&str] = &[
+    "a.com",
+    "b.a.com",
+    "x.b.a.com",
+    "y.x.b.a.com",
+    "c.com",
+    "d.com",
+    "localhost",
+    "B.A.com:8080",
+];
+const REQ_PATHS: &[&str] = &[
+    "/",
+    "/api",
+    "/api/",
+    "/api/v1/x",
+    "/apiv2",
+    "/b/c",
+    "/bc",
+    "",
+];
+
+fn arb_rule() -> impl Strategy<Value = RoutingRule> {
+    (
+        prop::collection::vec(prop::sample::select(HOSTS), 0..3),
+        prop::collection::vec(prop::sample::select(PATHS), 0..3),
+        prop::collection::vec(
+            (
+                prop::sample::select(HEADER_NAMES),
+                prop::sample::select(HEADER_VALUES),
+            ),
+            0..3,
+        ),
+    )
+        .prop_map(|(hosts, paths, headers)| rule(&hosts, &paths, &headers))
+}
+
+fn arb_sources() -> impl Strategy<Value = Vec<RouteSource>> {
+    prop::collection::vec(
+        (
+            prop::sample::select(&["a", "b"][..]),
+            prop::option::of(prop::sample::select(&[100_i64, 200][..])),
+            prop::collection::vec(arb_rule(), 0..3),
+        ),
+        1..6,
+    )
+    .prop_map(|routes| {
+        routes
+            .into_iter()
+            .enumerate()
+            .map(|(i, (ns, created, rules))| source(ns, &format!("r{i}"), created, rules))
+            .collect()
+    })
+}
+
+fn arb_request_headers() -> impl Strategy<Value = Vec<(&'static str, &'static str)>> {
+    prop::collection::vec(
+        (
+            prop::sample::select(&["x-a", "x-b"][..]),
+            prop::sample::select(&["1", "2"][..]),
+        ),
+        0..3,
+    )
+}
+
+/// Host tier of a configured host for a request host: 0 exact, 1.. wildcard by specificity
+/// (fewer labels stripped = lower), `usize::MAX - 1` catch-all, `None` no match.
+fn naive_tier(pattern: &str, host: &str) -> Option<usize> {
+    let pattern = strip_port(pattern.trim()).to_ascii_lowercase();
+    if pattern.is_empty() || pattern == "*" {
+        return Some(usize::MAX - 1);
+    }
+    if let Some(suffix) = pattern.strip_prefix("*.") {
+        let labels: Vec<&str> = host.split('.').collect();
+        for stripped in 1..labels.len() {
+            if labels[stripped..].join(".") == suffix {
+                return Some(stripped);
+            }
+        }
+        return None;
+    }
+    (pattern == host).then_some(0)
+}
+
+fn naive_path(prefix: &str, path: &str) -> Option<usize> {
+    let p = prefix.trim_matches('/');
+    let r = path.trim_matches('/');
+    (p.is_empty() || r == p || r.starts_with(&format!("{p}/"))).then_some(p.len())
+}
+
+fn naive_headers(rule: &RoutingRule, headers: &HeaderMap) -> bool {
+    rule.headers.iter().all(|m| {
+        let name = m.name.to_ascii_lowercase();
+        match &m.value {
+            None => headers.contains_key(name.as_str()),
+            Some(v) => headers
+                .get_all(name.as_str())
+                .iter()
+                .any(|x| x.as_bytes() == v.as_bytes()),
+        }
+    })
+}
+
+fn naive_lookup(
+    sources: &[RouteSource],
+    host: &str,
+    path: &str,
+    headers: &HeaderMap,
+) -> Option<usize> {
+    let host = strip_port(host).to_ascii_lowercase();
+    let mut best: Option<(usize, Reverse<usize>, _, usize)> = None;
+    for (i, s) in sources.iter().enumerate() {
+        for rule in &s.spec.rules {
+            if !naive_headers(rule, headers) {
+                continue;
+            }
+            let hosts: Vec<&str> = if rule.hosts.is_empty() {
+                vec!["*"]
+            } else {
+                rule.hosts.iter().map(String::as_str).collect()
+            };
+            let paths: Vec<&str> = if rule.paths.is_empty() {
+                vec!["/"]
+            } else {
+                rule.paths.iter().map(|p| p.value.as_str()).collect()
+            };
+            let valued = rule.headers.iter().filter(|h| h.value.is_some()).count();
+            for h in &hosts {
+                let Some(tier) = naive_tier(h, &host) else {
+                    continue;
+                };
+                for p in &paths {
+                    let Some(len) = naive_path(p, path) else {
+                        continue;
+                    };
+                    let order = (
+                        Reverse(rule.headers.len()),
+                        Reverse(valued),
+                        s.created.clone(),
+                        Reverse(s.namespace.clone()),
+                        Reverse(s.name.clone()),
+                    );
+                    let key = (tier, Reverse(len), order, i);
+                    if best
+                        .as_ref()
+                        .is_none_or(|b| (&key.0, &key.1, &key.2) < (&b.0, &b.1, &b.2))
+                    {
+                        best = Some(key);
+                    }
+                }
+            }
+        }
+    }
+    best.map(|b| b.3)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+    #[test]
+    fn index_agrees_with_naive_matcher(
+        sources in arb_sources(),
+        host in prop::sample::select(REQ_HOSTS),
+        path in prop::sample::select(REQ_PATHS),
+        hdrs in arb_request_headers(),
+    ) {
+        let index = RouteIndex::build(&sources);
+        let map = headers(&hdrs);
+        let lowered = strip_port(host).to_ascii_lowercase();
+        let got = index.lookup(&lowered, path, &map);
+        let want = naive_lookup(&sources, host, path, &map);
+        prop_assert_eq!(got, want);
+    }
+}
