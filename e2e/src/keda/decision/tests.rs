@@ -34,8 +34,11 @@ fn hpa_formula_table() {
         (1, vec![avg("m", 100.0, 100.0)], B, None),
         // 9% over target is within the 10% tolerance: keep.
         (1, vec![avg("m", 100.0, 109.0)], B, None),
-        // Exactly 10% over: still within (the HPA compares with <=).
-        (1, vec![avg("m", 100.0, 110.0)], B, None),
+        // Exactly 10% over: in float64 |1 - 1.1| is 0.10000000000000009 > 0.1, so the HPA (Go,
+        // the same IEEE arithmetic) scales: ceil(1.1) = 2.
+        (1, vec![avg("m", 100.0, 110.0)], B, Some(2)),
+        // 10% under with 2 replicas: |1 - 180/200| = 0.09999999999999998 <= 0.1: keep.
+        (2, vec![avg("m", 100.0, 180.0)], B, None),
         // 11% over: ceil(111 / 100) = 2.
         (1, vec![avg("m", 100.0, 111.0)], B, Some(2)),
         // ratio 250 / 200 = 1.25: ceil(2.5) = 3.
