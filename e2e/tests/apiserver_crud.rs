@@ -2,6 +2,8 @@
 //! metadata, 404/409 errors with `Status` bodies, selectors, pagination, namespaces,
 //! finalizers, garbage collection, discovery, auth and injected faults.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
 mod common;
 
 use std::collections::BTreeMap;
