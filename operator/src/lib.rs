@@ -1,4 +1,286 @@
-//! `keda-http-operator`: turns HTTPScaledObjects into KEDA ScaledObjects.
+//! `keda-http-operator`: turns HTTPScaledObjects into KEDA ScaledObjects and reports honest
+//! `Ready` conditions.
 //!
-//! Owns the HTTPScaledObject reconciler, CRD status conditions, the finalizer and leader
-//! election. It does not route traffic or compute metrics.
+//! Owns:
+//! - the HTTPScaledObject controller ([`httpso_controller`]): one same-named
+//!   `keda.sh/v1alpha1` ScaledObject per HTTPScaledObject, built by [`scaled_object`] as the
+//!   official operator builds it, written with server-side apply; the skip and orphan
+//!   annotations; the `httpscaledobject.http.keda.sh` finalizer; status ([`status`]);
+//! - the InterceptorRoute controller ([`route_controller`]): `Ready` with
+//!   `observedGeneration`, `False` when the target Service is missing or another route claims
+//!   the same host + path + headers ([`route_key`]);
+//! - one active replica through a Lease ([`leader`]);
+//! - `/healthz`, `/readyz` and `/metrics` ([`probes`], [`metrics`]);
+//! - its flags and `KEDA_HTTP_OPERATOR_*` settings ([`config`]).
+//!
+//! It does not route traffic, count requests or talk to KEDA; the interceptor and the scaler
+//! do. The CRD types come from `keda-http-api`.
+//!
+//! [`Operator`] is the in-process entry point: [`Operator::bind`] opens the listeners,
+//! [`Operator::run`] runs until the shutdown future completes (or, with leader election,
+//! until the Lease is lost). The binary is a thin wrapper around it.
+
+pub mod config;
+pub mod httpso_controller;
+pub mod leader;
+pub mod metrics;
+pub mod probes;
+pub mod route_controller;
+pub mod route_key;
+pub mod scaled_object;
+pub mod status;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::{Api, Client};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{Args, Config, ConfigError, LeaderTimings};
+pub use metrics::Metrics;
+
+use crate::leader::{LeaderElector, LeaderError};
+use crate::probes::{Endpoints, Health};
+
+/// How long in-flight reconciles may take to finish after shutdown is requested.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Why the operator stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A listener could not be opened.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The socket error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// This replica lost the Lease; it stopped reconciling and should restart as a candidate.
+    #[error("leader election lost: {0}")]
+    LeadershipLost(#[from] LeaderError),
+}
+
+/// A bound, not yet running operator.
+pub struct Operator {
+    config: Config,
+    client: Client,
+    metrics: Metrics,
+    health: Health,
+    probe_listener: Option<TcpListener>,
+    metrics_listener: Option<TcpListener>,
+}
+
+impl std::fmt::Debug for Operator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Operator")
+            .field("config", &self.config)
+            .field("probe_addr", &self.probe_addr())
+            .field("metrics_addr", &self.metrics_addr())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Operator {
+    /// Opens the probe and metrics listeners configured in `config`.
+    pub async fn bind(config: Config, client: Client) -> Result<Self, Error> {
+        let listen = |addr: Option<SocketAddr>| async move {
+            match addr {
+                None => Ok(None),
+                Some(addr) => TcpListener::bind(addr)
+                    .await
+                    .map(Some)
+                    .map_err(|source| Error::Bind { addr, source }),
+            }
+        };
+        let probe_listener = listen(config.probe_addr).await?;
+        let metrics_listener = listen(config.metrics_addr).await?;
+        Ok(Self {
+            config,
+            client,
+            metrics: Metrics::new(),
+            health: Health::new(),
+            probe_listener,
+            metrics_listener,
+        })
+    }
+
+    /// The bound `/healthz` + `/readyz` address.
+    pub fn probe_addr(&self) -> Option<SocketAddr> {
+        self.probe_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
+    /// The bound `/metrics` address.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
+    /// The metrics this operator records (shared with the running instance).
+    pub fn metrics(&self) -> Metrics {
+        self.metrics.clone()
+    }
+
+    /// Serves the endpoints and runs the controllers (while holding the Lease when leader
+    /// election is on) until `shutdown` completes. On shutdown, reconciles in flight get a
+    /// short grace period and a held Lease is released. Dropping the returned future stops
+    /// everything at once, as a killed process would (the Lease is then left to expire).
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+        let Self {
+            config,
+            client,
+            metrics,
+            health,
+            probe_listener,
+            metrics_listener,
+        } = self;
+        let servers_stop = CancellationToken::new();
+        let mut servers = JoinSet::new();
+        if let Some(l) = probe_listener {
+            servers.spawn(probes::serve(
+                l,
+                Endpoints::Probes(health.clone()),
+                servers_stop.clone(),
+            ));
+        }
+        if let Some(l) = metrics_listener {
+            servers.spawn(probes::serve(
+                l,
+                Endpoints::Metrics(metrics.clone()),
+                servers_stop.clone(),
+            ));
+        }
+        let result = if config.leader_elect {
+            run_elected(&config, &client, &metrics, shutdown).await
+        } else {
+            run_controllers_until(&config, &client, &metrics, shutdown).await;
+            Ok(())
+        };
+        health.set_not_ready();
+        servers_stop.cancel();
+        while servers.join_next().await.is_some() {}
+        result
+    }
+}
+
+/// Binds and runs; see [`Operator::run`].
+pub async fn run(
+    config: Config,
+    client: Client,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    Operator::bind(config, client).await?.run(shutdown).await
+}
+
+async fn run_elected(
+    config: &Config,
+    client: &Client,
+    metrics: &Metrics,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    let lease_namespace = if config.namespace.is_empty() {
+        client.default_namespace().to_owned()
+    } else {
+        config.namespace.clone()
+    };
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &lease_namespace);
+    let mut elector = LeaderElector::new(
+        leases,
+        config::LEASE_NAME,
+        config.identity.clone(),
+        config.leader_timings,
+    );
+    metrics.set_leader(config::LEASE_NAME, false);
+    tokio::pin!(shutdown);
+    tracing::info!(
+        lease = config::LEASE_NAME,
+        namespace = %lease_namespace,
+        identity = %elector.identity(),
+        "waiting to become leader"
+    );
+    tokio::select! {
+        () = elector.acquire() => {}
+        () = &mut shutdown => return Ok(()),
+    }
+    metrics.set_leader(config::LEASE_NAME, true);
+    let stop = CancellationToken::new();
+    let controllers = run_controllers(config, client, metrics, stop.clone());
+    tokio::pin!(controllers);
+    let outcome = tokio::select! {
+        lost = elector.hold() => Err(lost),
+        () = &mut shutdown => Ok(()),
+        () = &mut controllers => Ok(()),
+    };
+    match outcome {
+        Err(lost) => {
+            // Stop reconciling at once: another replica may already be leading.
+            metrics.set_leader(config::LEASE_NAME, false);
+            tracing::error!(error = %lost, "lost leadership; stopping controllers");
+            Err(Error::LeadershipLost(lost))
+        }
+        Ok(()) => {
+            stop.cancel();
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, &mut controllers).await;
+            if let Err(error) = elector.release().await {
+                tracing::warn!(%error, "could not release lease");
+            }
+            metrics.set_leader(config::LEASE_NAME, false);
+            Ok(())
+        }
+    }
+}
+
+async fn run_controllers_until(
+    config: &Config,
+    client: &Client,
+    metrics: &Metrics,
+    shutdown: impl Future<Output = ()>,
+) {
+    let stop = CancellationToken::new();
+    let controllers = run_controllers(config, client, metrics, stop.clone());
+    tokio::pin!(controllers);
+    tokio::select! {
+        () = shutdown => {
+            stop.cancel();
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, &mut controllers).await;
+        }
+        () = &mut controllers => {}
+    }
+}
+
+async fn run_controllers(
+    config: &Config,
+    client: &Client,
+    metrics: &Metrics,
+    stop: CancellationToken,
+) {
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "keda-http-operator".to_owned(),
+            instance: Some(config.identity.clone()),
+        },
+    );
+    let ctx = Arc::new(httpso_controller::Context::new(
+        client.clone(),
+        config.scaler_address(),
+        metrics.clone(),
+        recorder,
+    ));
+    let watch_namespace = config.watch_namespace.as_deref();
+    tracing::info!(scaler_address = %config.scaler_address(), ?watch_namespace, "starting controllers");
+    futures::join!(
+        httpso_controller::run(ctx, watch_namespace, stop.clone()),
+        route_controller::run(client.clone(), metrics.clone(), watch_namespace, stop),
+    );
+}

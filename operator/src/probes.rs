@@ -1,0 +1,162 @@
+//! The operator's small HTTP endpoints: `/healthz` and `/readyz` on the probe listener,
+//! `/metrics` on the metrics listener. Plain HTTP/1.1; every connection task belongs to the
+//! serving future, so dropping it (or cancelling `shutdown`) closes them all.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+
+/// What the endpoints report.
+#[derive(Debug, Clone)]
+pub struct Health {
+    ready: Arc<AtomicBool>,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Health {
+    /// Ready from the start: a standby replica is healthy and ready too (only the leader
+    /// reconciles, but every replica must pass its probes for a rollout to proceed).
+    pub fn new() -> Self {
+        Self {
+            ready: Arc::new(AtomicBool::new(true)),
+        }
+    }
+
+    /// Marks the process as shutting down: `/readyz` answers 503 from now on.
+    pub fn set_not_ready(&self) {
+        self.ready.store(false, Ordering::Relaxed);
+    }
+
+    fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+}
+
+/// Which routes a listener serves.
+#[derive(Debug, Clone)]
+pub enum Endpoints {
+    /// `/healthz`, `/readyz`.
+    Probes(Health),
+    /// `/metrics`.
+    Metrics(Metrics),
+}
+
+impl Endpoints {
+    fn answer(&self, method: &Method, path: &str) -> (StatusCode, &'static str, String) {
+        const TEXT: &str = "text/plain; charset=utf-8";
+        if method != Method::GET && method != Method::HEAD {
+            return (
+                StatusCode::METHOD_NOT_ALLOWED,
+                TEXT,
+                "method not allowed\n".to_owned(),
+            );
+        }
+        match (self, path) {
+            (Self::Probes(_), "/healthz" | "/livez") => (StatusCode::OK, TEXT, "ok\n".to_owned()),
+            (Self::Probes(h), "/readyz") if h.is_ready() => {
+                (StatusCode::OK, TEXT, "ok\n".to_owned())
+            }
+            (Self::Probes(_), "/readyz") => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                TEXT,
+                "shutting down\n".to_owned(),
+            ),
+            (Self::Metrics(m), "/metrics") => (
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                m.render(),
+            ),
+            _ => (StatusCode::NOT_FOUND, TEXT, "not found\n".to_owned()),
+        }
+    }
+}
+
+/// Serves `endpoints` on `listener` until `shutdown` is cancelled.
+pub async fn serve(listener: TcpListener, endpoints: Endpoints, shutdown: CancellationToken) {
+    let endpoints = Arc::new(endpoints);
+    let mut connections = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+            Some(_) = connections.join_next() => continue,
+        };
+        let (stream, _) = match accepted {
+            Ok(conn) => conn,
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                continue;
+            }
+        };
+        let endpoints = Arc::clone(&endpoints);
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
+            let service = service_fn(move |req: Request<Incoming>| {
+                let (status, content_type, body) = endpoints.answer(req.method(), req.uri().path());
+                let mut response = Response::new(Full::new(Bytes::from(body)));
+                *response.status_mut() = status;
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static(content_type),
+                );
+                async move { Ok::<_, Infallible>(response) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                () = shutdown.cancelled() => conn.as_mut().graceful_shutdown(),
+            }
+        });
+    }
+    connections.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_answer_as_expected() {
+        let health = Health::new();
+        let probes = Endpoints::Probes(health.clone());
+        assert_eq!(probes.answer(&Method::GET, "/healthz").0, StatusCode::OK);
+        assert_eq!(probes.answer(&Method::GET, "/readyz").0, StatusCode::OK);
+        assert_eq!(
+            probes.answer(&Method::GET, "/metrics").0,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            probes.answer(&Method::POST, "/healthz").0,
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+        health.set_not_ready();
+        assert_eq!(
+            probes.answer(&Method::GET, "/readyz").0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(probes.answer(&Method::GET, "/healthz").0, StatusCode::OK);
+        let metrics = Endpoints::Metrics(Metrics::new());
+        let (status, _, body) = metrics.answer(&Method::GET, "/metrics");
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.ends_with("# EOF\n"));
+    }
+}

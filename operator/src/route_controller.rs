@@ -1,0 +1,318 @@
+//! The InterceptorRoute controller: writes `Ready` with `observedGeneration` on every
+//! InterceptorRoute. Beyond the official operator (which always says `Ready=True`), it reports
+//! `Ready=False` when the target Service does not exist (`ServiceNotFound`) or when another
+//! InterceptorRoute or HTTPScaledObject claims exactly the same host + path + headers key
+//! (`RouteConflict`, naming both routes).
+//!
+//! Services, HTTPScaledObjects and InterceptorRoutes are mirrored in reflector stores that this
+//! controller owns. A change that can alter another route's verdict (a Service appearing or
+//! disappearing, a route's spec changing, a route being deleted) re-queues every route once the
+//! store has applied it, so verdicts are computed from the same state that triggered them.
+
+use std::collections::{BTreeSet, HashMap};
+use std::hash::Hash;
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Service;
+use keda_http_api::convert::route_spec_from_httpso;
+use keda_http_api::{HTTPScaledObject, InterceptorRoute};
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::{Metrics, Outcome};
+use crate::route_key::{self, RouteId, RouteKind};
+use crate::status::{self, Readiness};
+
+/// Controller name in metrics.
+pub const CONTROLLER: &str = "interceptorroute";
+
+/// What went wrong in one reconcile.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Writing the status failed.
+    #[error("writing the InterceptorRoute status: {0}")]
+    Status(#[source] kube::Error),
+    /// A store's watch ended before its first list (the controller is shutting down).
+    #[error("{0} store is not available")]
+    StoreUnavailable(&'static str),
+    /// The object has no namespace (InterceptorRoutes are namespaced).
+    #[error("InterceptorRoute has no namespace")]
+    NoNamespace,
+}
+
+/// Shared state of the controller.
+pub struct Context {
+    client: Client,
+    metrics: Metrics,
+    services: Store<Service>,
+    routes: Store<InterceptorRoute>,
+    httpsos: Store<HTTPScaledObject>,
+}
+
+/// Runs the controller until `shutdown` is cancelled (then finishes in-flight reconciles).
+pub async fn run(
+    client: Client,
+    metrics: Metrics,
+    watch_namespace: Option<&str>,
+    shutdown: CancellationToken,
+) {
+    let (services_reader, services_stream) = mirrored::<Service>(&client, watch_namespace);
+    let (routes_reader, routes_stream) = mirrored::<InterceptorRoute>(&client, watch_namespace);
+    let (httpsos_reader, httpsos_stream) = mirrored::<HTTPScaledObject>(&client, watch_namespace);
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        metrics,
+        services: services_reader,
+        routes: routes_reader,
+        httpsos: httpsos_reader,
+    });
+    let api: Api<InterceptorRoute> = match watch_namespace {
+        Some(ns) => Api::namespaced(client, ns),
+        None => Api::all(client),
+    };
+    Controller::new(api, watcher::Config::default().any_semantic())
+        .reconcile_all_on(services_stream)
+        .reconcile_all_on(routes_stream)
+        .reconcile_all_on(httpsos_stream)
+        .graceful_shutdown_on(shutdown.cancelled_owned())
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(controller = CONTROLLER, %error, "controller event");
+            }
+        })
+        .await;
+}
+
+/// A reflector store of `K` and a stream that yields once per change that matters to other
+/// routes: an object appearing, its `metadata.generation` changing (spec edits; Services have
+/// no generation, so only their appearance counts), its deletion, and the end of each relist.
+/// Status-only updates yield nothing, so our own status writes do not fan out.
+fn mirrored<K>(
+    client: &Client,
+    namespace: Option<&str>,
+) -> (Store<K>, impl Stream<Item = ()> + Send + 'static)
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let api: Api<K> = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let (reader, writer) = reflector::store();
+    let mut seen: HashMap<ObjectRef<K>, Option<i64>> = HashMap::new();
+    let stream = reflector::reflector(
+        writer,
+        watcher(api, watcher::Config::default().any_semantic()).default_backoff(),
+    )
+    .filter_map(move |event| {
+        let changed = match event {
+            Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) => {
+                remember(&mut seen, ObjectRef::from_obj(&obj), obj.meta().generation)
+            }
+            Ok(watcher::Event::Delete(obj)) => {
+                seen.remove(&ObjectRef::from_obj(&obj));
+                true
+            }
+            Ok(watcher::Event::InitDone) => true,
+            Ok(watcher::Event::Init) => false,
+            Err(error) => {
+                tracing::debug!(kind = %K::kind(&()), %error, "watch error; retrying");
+                false
+            }
+        };
+        futures::future::ready(changed.then_some(()))
+    });
+    (reader, stream)
+}
+
+fn remember<T: Eq + Hash>(
+    seen: &mut HashMap<T, Option<i64>>,
+    key: T,
+    generation: Option<i64>,
+) -> bool {
+    seen.insert(key, generation) != Some(generation)
+}
+
+/// One reconcile, timed and counted.
+pub async fn reconcile(route: Arc<InterceptorRoute>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = reconcile_inner(&route, &ctx).await;
+    let outcome = if result.is_ok() {
+        Outcome::Success
+    } else {
+        Outcome::Error
+    };
+    ctx.metrics.record(CONTROLLER, outcome, started.elapsed());
+    result
+}
+
+/// Retries after five seconds.
+pub fn error_policy(route: Arc<InterceptorRoute>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(
+        controller = CONTROLLER,
+        namespace = route.namespace().unwrap_or_default(),
+        name = %route.name_any(),
+        %error,
+        "reconcile failed"
+    );
+    Action::requeue(std::time::Duration::from_secs(5))
+}
+
+async fn reconcile_inner(route: &InterceptorRoute, ctx: &Context) -> Result<Action, Error> {
+    if route.meta().deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let namespace = route.namespace().ok_or(Error::NoNamespace)?;
+    ctx.services
+        .wait_until_ready()
+        .await
+        .map_err(|_| Error::StoreUnavailable("Service"))?;
+    ctx.routes
+        .wait_until_ready()
+        .await
+        .map_err(|_| Error::StoreUnavailable("InterceptorRoute"))?;
+    ctx.httpsos
+        .wait_until_ready()
+        .await
+        .map_err(|_| Error::StoreUnavailable("HTTPScaledObject"))?;
+    let readiness = verdict(route, &namespace, ctx);
+    let new = status::ready_condition(
+        route
+            .status
+            .as_ref()
+            .map(|s| s.conditions.as_slice())
+            .unwrap_or_default(),
+        &readiness,
+        route.meta().generation,
+        Timestamp::now(),
+    );
+    let previous = route
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    let conditions = status::with_condition(previous, new);
+    if conditions.as_slice() != previous {
+        let api: Api<InterceptorRoute> = Api::namespaced(ctx.client.clone(), &namespace);
+        api.patch_status(
+            &route.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&json!({ "status": { "conditions": conditions } })),
+        )
+        .await
+        .map_err(Error::Status)?;
+    }
+    Ok(Action::await_change())
+}
+
+fn verdict(route: &InterceptorRoute, namespace: &str, ctx: &Context) -> Readiness {
+    let mut problems: Vec<(&'static str, String)> = Vec::new();
+    let service = &route.spec.target.service;
+    if ctx
+        .services
+        .get(&ObjectRef::new(service).within(namespace))
+        .is_none()
+    {
+        problems.push((
+            status::REASON_SERVICE_NOT_FOUND,
+            format!("target Service {namespace}/{service} does not exist"),
+        ));
+    }
+    let me = RouteId {
+        kind: RouteKind::InterceptorRoute,
+        namespace: namespace.to_owned(),
+        name: route.name_any(),
+    };
+    let my_keys = route_key::keys(&route.spec);
+    let others = other_routes(ctx);
+    let conflicts = route_key::conflicts(
+        &me,
+        &my_keys,
+        others.iter().map(|(id, keys)| (id.clone(), keys)),
+    );
+    if let Some(message) = route_key::conflict_message(&me, &conflicts) {
+        problems.push((status::REASON_ROUTE_CONFLICT, message));
+    }
+    match problems.first() {
+        None => Readiness::ready(status::REASON_RECONCILED, "InterceptorRoute reconciled"),
+        Some((reason, _)) => Readiness::not_ready(
+            reason,
+            problems
+                .iter()
+                .map(|(_, m)| m.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+    }
+}
+
+/// Every live route in the stores with its keys. An HTTPScaledObject that shares
+/// namespace/name with an InterceptorRoute is left out: the interceptor skips it.
+fn other_routes(ctx: &Context) -> Vec<(RouteId, BTreeSet<route_key::RouteKey>)> {
+    let mut out: Vec<(RouteId, BTreeSet<route_key::RouteKey>)> = ctx
+        .routes
+        .state()
+        .iter()
+        .filter(|r| r.meta().deletion_timestamp.is_none())
+        .map(|r| {
+            (
+                RouteId {
+                    kind: RouteKind::InterceptorRoute,
+                    namespace: r.namespace().unwrap_or_default(),
+                    name: r.name_any(),
+                },
+                route_key::keys(&r.spec),
+            )
+        })
+        .collect();
+    let route_names: BTreeSet<(String, String)> = out
+        .iter()
+        .map(|(id, _)| (id.namespace.clone(), id.name.clone()))
+        .collect();
+    for h in ctx.httpsos.state() {
+        if h.meta().deletion_timestamp.is_some() {
+            continue;
+        }
+        let id = RouteId {
+            kind: RouteKind::HttpScaledObject,
+            namespace: h.namespace().unwrap_or_default(),
+            name: h.name_any(),
+        };
+        if route_names.contains(&(id.namespace.clone(), id.name.clone())) {
+            continue;
+        }
+        out.push((id, route_key::keys(&route_spec_from_httpso(&h.spec))));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_new_objects_and_generation_changes_count() {
+        let mut seen = HashMap::new();
+        assert!(remember(&mut seen, "a", Some(1)));
+        assert!(!remember(&mut seen, "a", Some(1)), "status-only update");
+        assert!(remember(&mut seen, "a", Some(2)));
+        assert!(remember(&mut seen, "svc", None), "a Service appearing");
+        assert!(!remember(&mut seen, "svc", None), "a Service changing");
+    }
+}
