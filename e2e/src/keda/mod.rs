@@ -18,6 +18,7 @@
 
 pub mod decision;
 pub mod fake;
+pub mod grpc;
 pub mod runner;
 pub mod scaler;
 
