@@ -31,7 +31,9 @@
 //!   applying are not removed, there are no apply conflicts, and `force` has no effect.
 //! - **Strategic merge patch** is approximated for built-in kinds by a table of merge keys
 //!   (listed in [`patch`]); other lists are replaced; only the `$patch` directive is honoured.
-//!   Custom resources reject it with 415, as a real server does.
+//!   Custom resources reject it with 415, as a real server does, unless
+//!   `ServerConfig::strategic_merge_for_custom_resources` is set (then it is a merge patch
+//!   with atomic lists).
 //! - **List consistency**: a `continue` page is read from the current state, not from a
 //!   snapshot at the first page's resourceVersion (a watch from that resourceVersion still
 //!   converges). `resourceVersionMatch=Exact` and list-time `resourceVersion` are ignored:
@@ -84,6 +86,9 @@ pub struct ServerConfig {
     pub history_capacity: usize,
     /// How often an idle watch with bookmarks enabled gets a BOOKMARK.
     pub bookmark_interval: Duration,
+    /// Accept `Patch::Strategic` on custom resources (as a merge patch with atomic lists).
+    /// Off by default because a real API server answers it with 415 Unsupported Media Type.
+    pub strategic_merge_for_custom_resources: bool,
 }
 
 impl Default for ServerConfig {
@@ -93,6 +98,7 @@ impl Default for ServerConfig {
             token: uuid::Uuid::new_v4().simple().to_string(),
             history_capacity: 8192,
             bookmark_interval: Duration::from_secs(10),
+            strategic_merge_for_custom_resources: false,
         }
     }
 }
@@ -127,6 +133,7 @@ impl LocalApiServer {
             source,
         })?;
         let store = Arc::new(Store::new(config.history_capacity));
+        store.set_strategic_merge_for_custom_resources(config.strategic_merge_for_custom_resources);
         let shutdown = CancellationToken::new();
         let shared = Arc::new(http::Shared {
             store: store.clone(),

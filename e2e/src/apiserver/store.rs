@@ -155,6 +155,7 @@ struct State {
     /// Watches from a resourceVersion older than this get 410 Gone.
     compacted_rv: u64,
     history_capacity: usize,
+    strategic_for_custom: bool,
 }
 
 /// The shared object store.
@@ -186,6 +187,7 @@ impl Store {
                 history: VecDeque::with_capacity(capacity),
                 compacted_rv: FIRST_RV,
                 history_capacity: capacity,
+                strategic_for_custom: false,
             }),
             events,
         };
@@ -200,6 +202,13 @@ impl Store {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Accept strategic merge patches on custom resources too (applied with atomic lists,
+    /// i.e. as a JSON merge patch). A real API server answers them with 415, which is the
+    /// default here as well.
+    pub fn set_strategic_merge_for_custom_resources(&self, allow: bool) {
+        self.lock().strategic_for_custom = allow;
     }
 
     /// Looks a served kind up.
@@ -485,13 +494,13 @@ impl Store {
                 (t, "Update")
             }
             PatchBody::Strategic(p) => {
-                if !is_builtin_group(&kind.group) {
+                if !is_builtin_group(&kind.group) && !st.strategic_for_custom {
                     return Err(ApiError::unsupported_media_type(
                         "application/strategic-merge-patch+json (not supported for custom resources)",
                     ));
                 }
                 let mut t = base;
-                patch::strategic_merge(&mut t, p, ListMerge::MergeKeys);
+                patch::strategic_merge(&mut t, p, list_merge);
                 (t, "Update")
             }
             PatchBody::Json(p) => (patch::json_patch(&base, p)?, "Update"),
