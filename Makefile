@@ -40,3 +40,8 @@ tools:
 ## tests (charts/tests), hadolint every Dockerfile. Ends with "N passed, N failed".
 charts-test: tools
 	./scripts/test-charts.sh
+
+.PHONY: crds
+## crds: regenerate the chart's CRD files from the api crate (a test fails when they are stale).
+crds:
+	$(CARGO) run -q -p keda-http-api --bin crdgen -- --chart-dir charts/keda-add-ons-http
