@@ -240,3 +240,29 @@ async fn shutdown_lets_an_in_flight_request_finish() {
     assert_eq!(reply.header(DELAY_HEADER), Some("300"));
     task.await.expect("join").expect("server exits cleanly");
 }
+
+#[tokio::test]
+async fn h2c_prior_knowledge_is_served() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let server = Running::start(Config::local()).await;
+    let stream = TcpStream::connect(server.addr).await.expect("connect");
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("h2 handshake");
+    let driver = tokio::spawn(conn);
+    let req = http::Request::get(format!("http://{}/?delay_ms=2", server.addr))
+        .body(Empty::<bytes::Bytes>::new())
+        .expect("request");
+    let resp = sender.send_request(req).await.expect("response");
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()[DELAY_HEADER], "2");
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    assert_eq!(body, HELLO.as_bytes());
+    drop(sender);
+    let _ = driver.await;
+    server.shutdown().await;
+}
