@@ -36,9 +36,11 @@ check "helm lint $ADDON" "$HELM" lint --strict "$ADDON"
 check "helm lint $ADDON (every key set)" "$HELM" lint --strict "$ADDON" -f "$ADDON/ci/all-values.yaml"
 check "helm lint $HELLO" "$HELM" lint --strict "$HELLO"
 check "helm lint $HELLO (httpScaledObject)" "$HELM" lint --strict "$HELLO" --set mode=httpScaledObject
+check "helm lint $HELLO (every key set)" "$HELM" lint --strict "$HELLO" -f "$HELLO/ci/all-values.yaml"
 check "helm template $ADDON" "$HELM" template http-add-on "$ADDON" -n keda
 check "helm template $ADDON (every key set)" "$HELM" template http-add-on "$ADDON" -n keda -f "$ADDON/ci/all-values.yaml"
 check "helm template $HELLO" "$HELM" template hello "$HELLO"
+check "helm template $HELLO (every key set)" "$HELM" template hello "$HELLO" -f "$HELLO/ci/all-values.yaml"
 
 for f in $(git ls-files --cached --others --exclude-standard '*Dockerfile' | sort); do
   check "hadolint $f" "$VENV/bin/hadolint" "$f"

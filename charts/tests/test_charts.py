@@ -60,6 +60,8 @@ def hello_renders():
         "interceptorRoute": render(HELLO, release="hello", namespace="default"),
         "httpScaledObject": render(HELLO, "--set", "mode=httpScaledObject", release="hello",
                                    namespace="default"),
+        "all-values": render(HELLO, "-f", str(HELLO / "ci" / "all-values.yaml"), release="hello",
+                             namespace="default"),
     }
 
 
@@ -416,10 +418,13 @@ def test_every_values_key_is_in_the_schema(values):
     assert not missing
 
 
-def test_all_values_file_sets_every_key(values):
-    all_values = yaml.safe_load((ADDON / "ci" / "all-values.yaml").read_text())
-    absent = [p for p in leaf_paths(values) if p not in set(leaf_paths(all_values))
-              and not any(q.startswith(p + ".") for q in leaf_paths(all_values))]
+@pytest.mark.parametrize("chart", [ADDON, HELLO], ids=lambda c: c.name)
+def test_all_values_file_sets_every_key(chart):
+    defaults = yaml.safe_load((chart / "values.yaml").read_text())
+    all_values = yaml.safe_load((chart / "ci" / "all-values.yaml").read_text())
+    set_paths = set(leaf_paths(all_values))
+    absent = [p for p in leaf_paths(defaults) if p not in set_paths
+              and not any(q.startswith(p + ".") for q in set_paths)]
     assert not absent
 
 
@@ -614,6 +619,20 @@ def test_hello_chart(hello_renders):
     httpso = find(legacy, "HTTPScaledObject", "hello")["spec"]
     assert httpso["scaleTargetRef"]["service"] == "hello"
     assert httpso["hosts"] == ["hello.example.com"]
+
+
+def test_hello_ingress_reaches_the_interceptor_proxy(hello_renders):
+    docs = hello_renders["all-values"]
+    alias = find(docs, "Service", "hello-proxy")["spec"]
+    assert alias["type"] == "ExternalName"
+    assert alias["externalName"] == "keda-add-ons-http-interceptor-proxy.addons.svc.cluster.local"
+    ing = find(docs, "Ingress", "hello")["spec"]
+    assert [r["host"] for r in ing["rules"]] == ["hello.example.org", "www.hello.example.org"]
+    backend = ing["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    assert backend == {"name": "hello-proxy", "port": {"number": 8080}}
+    assert not [d for d in hello_renders["interceptorRoute"] if d["kind"] == "Ingress"]
+    r = helm("template", "x", str(HELLO), "--set", "ingress.enabled=true", "--set", "hosts=null", check=False)
+    assert r.returncode != 0 and "needs at least one entry in hosts" in r.stderr
 
 
 def test_hello_host_is_configurable():
