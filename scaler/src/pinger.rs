@@ -12,7 +12,10 @@ use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use crate::aggregate::{PollResult, QueueState};
+use futures::StreamExt as _;
+use futures::stream::FuturesUnordered;
+
+use crate::aggregate::{PollResult, PollSummary, QueueState};
 use crate::discovery::Interceptors;
 use crate::fetch::QueueClient;
 use crate::health::{self, Health};
@@ -41,7 +44,13 @@ impl Pinger {
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => return,
-                _ = ticker.tick() => self.poll_once().await,
+                _ = ticker.tick() => {
+                    // A poll waits on the network: it must not hold up shutdown.
+                    tokio::select! {
+                        () = cancel.cancelled() => return,
+                        () = self.poll_once() => {}
+                    }
+                }
                 changed = self.interceptors.changed(), if discovery_open => {
                     if changed.is_err() {
                         // Discovery ended: keep polling the last known set.
@@ -84,16 +93,32 @@ impl Pinger {
                 PollResult { target, counts }
             }
         });
-        let results = futures::future::join_all(fetches).await;
+        // Apply each answer as soon as it arrives: a slow or hung pod delays nothing but
+        // itself (and the next tick, by at most the fetch timeout).
+        let mut pending: FuturesUnordered<_> = fetches.collect();
+        let mut summary = PollSummary {
+            endpoints: addrs.len(),
+            ..PollSummary::default()
+        };
+        while let Some(result) = pending.next().await {
+            let now = self.state.now();
+            let one = self.state.lock().apply_poll(now, vec![result], self.tick);
+            summary.polled += one.polled;
+            summary.unreachable += one.unreachable;
+            self.state.announce();
+        }
         self.metrics
             .fetch_duration
             .observe(started.elapsed().as_secs_f64());
         let now = self.state.now();
-        let (summary, serving, pushes) = {
+        let (serving, pushes) = {
             let mut agg = self.state.lock();
-            let summary = agg.apply_poll(now, results, self.tick);
-            let serving = health::is_serving(agg.last_contact(), now, self.tick);
-            (summary, serving, agg.push_connected())
+            // Also records the push-stream contact when every pod was skipped.
+            agg.apply_poll(now, Vec::new(), self.tick);
+            (
+                health::is_serving(agg.last_contact(), now, self.tick),
+                agg.push_connected(),
+            )
         };
         self.state.announce();
         if summary.endpoints == 0 || (summary.polled > 0 && summary.unreachable == summary.polled) {
