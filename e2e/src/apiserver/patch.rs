@@ -201,7 +201,9 @@ pub fn json_patch(target: &Value, patch: &Value) -> Result<Value, ApiError> {
                 add(&mut doc, path, value)?;
             }
             "test" => {
-                if doc.pointer(path) != Some(&op["value"]) {
+                // As on a real server, testing a missing path against `null` succeeds (kube-rs'
+                // finalizer helper relies on it).
+                if doc.pointer(path).unwrap_or(&Value::Null) != &op["value"] {
                     return Err(ApiError::invalid(format!(
                         "the server rejected our request due to an error in our request: test failed at {path}"
                     )));
@@ -326,6 +328,8 @@ mod tests {
             json_patch(&t, &p).unwrap(),
             json!({"metadata": {"finalizers": ["b"]}, "x": {"y": 2}, "w": {"y": 2}})
         );
+        let absent = json!([{"op": "test", "path": "/metadata/missing", "value": null}]);
+        assert_eq!(json_patch(&t, &absent).unwrap(), t);
         let failing = json!([{"op": "test", "path": "/metadata/finalizers", "value": []}]);
         assert_eq!(json_patch(&t, &failing).unwrap_err().code, 422);
     }
