@@ -35,6 +35,12 @@ pub struct Config {
     #[arg(long, env = "MAX_DELAY_MS", default_value_t = DEFAULT_MAX_DELAY_MS)]
     pub max_delay_ms: u64,
 
+    /// After SIGTERM, how long to keep serving (with `/healthz` answering 503) before the
+    /// listener closes, in milliseconds; covers the time the interceptor and load balancers
+    /// take to notice that the pod is terminating.
+    #[arg(long, env = "SHUTDOWN_DELAY_MS", default_value_t = 0)]
+    pub shutdown_delay_ms: u64,
+
     /// After SIGTERM, how long in-flight requests may take to finish, in milliseconds.
     #[arg(long, env = "DRAIN_TIMEOUT_MS", default_value_t = 30_000)]
     pub drain_timeout_ms: u64,
@@ -52,6 +58,7 @@ impl Config {
             bind_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
             delay_ms: 0,
             max_delay_ms: DEFAULT_MAX_DELAY_MS,
+            shutdown_delay_ms: 0,
             drain_timeout_ms: 30_000,
             log_format: LogFormat::Console,
         }
@@ -66,6 +73,11 @@ impl Config {
     /// `DELAY_MS` when it asked for nothing), after the cap.
     pub fn effective_delay_ms(&self, requested_ms: Option<u64>) -> u64 {
         requested_ms.unwrap_or(self.delay_ms).min(self.max_delay_ms)
+    }
+
+    /// The shutdown delay as a [`Duration`].
+    pub fn shutdown_delay(&self) -> Duration {
+        Duration::from_millis(self.shutdown_delay_ms)
     }
 
     /// The drain bound as a [`Duration`].
@@ -85,6 +97,7 @@ mod tests {
         assert_eq!(c.port, 8080);
         assert_eq!(c.delay_ms, 0);
         assert_eq!(c.max_delay_ms, 30_000);
+        assert_eq!(c.shutdown_delay_ms, 0);
     }
 
     #[test]

@@ -10,12 +10,13 @@
 //! - `/echo`: streams the request body back unchanged (for POST load tests).
 //! - `/sse`: a few server-sent events with small gaps (for streaming pass-through tests).
 //!
-//! On SIGTERM or Ctrl-C it stops accepting, lets in-flight requests finish (bounded by
-//! `DRAIN_TIMEOUT_MS`) and exits 0. Configuration is in [`config`]. It knows nothing about KEDA.
+//! On SIGTERM or Ctrl-C it reports not-ready on `/healthz` and keeps serving for
+//! `SHUTDOWN_DELAY_MS` (default 0), then stops accepting, lets in-flight requests finish
+//! (bounded by `DRAIN_TIMEOUT_MS`) and exits 0. Configuration is in [`config`]. It knows nothing about KEDA.
 
 pub mod config;
 pub mod server;
 pub mod telemetry;
 
 pub use config::Config;
-pub use server::{Error, Server, State};
+pub use server::{Error, Readiness, Server, State};

@@ -8,7 +8,7 @@ async fn main() -> anyhow::Result<()> {
     hello::telemetry::init(config.log_format);
     let server = hello::Server::bind(&config).await?;
     tracing::info!(addr = %server.local_addr(), "hello listening");
-    server.run(hello::server::shutdown_signal()).await?;
+    hello::server::serve_until_signal(server, config.shutdown_delay()).await?;
     tracing::info!("hello stopped");
     Ok(())
 }

@@ -3,7 +3,8 @@
 //! [`Server::bind`] binds the listener (so callers learn the port before serving), and
 //! [`Server::run`] serves until the given shutdown future completes. Then it stops accepting,
 //! asks every connection to finish its in-flight requests, and waits for them up to the drain
-//! timeout.
+//! timeout. [`Readiness::set`] turns `/healthz` to 503 without stopping anything, for the
+//! shutdown delay that [`serve_until_signal`] applies between SIGTERM and closing the listener.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -58,6 +59,8 @@ pub enum Error {
 /// state changes instead of sleeping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct State {
+    /// `/healthz` answers 200 (false from SIGTERM on, while the shutdown delay runs).
+    pub ready: bool,
     /// Still accepting new connections (false once shutdown has begun).
     pub accepting: bool,
     /// Requests whose response head has not been produced yet (delayed requests count here).
@@ -81,6 +84,7 @@ impl Server {
             .map_err(|source| Error::Bind { addr, source })?;
         let local_addr = listener.local_addr().map_err(Error::LocalAddr)?;
         let (state, _) = watch::channel(State {
+            ready: true,
             accepting: true,
             in_flight: 0,
         });
@@ -100,6 +104,11 @@ impl Server {
     /// A receiver of [`State`] changes.
     pub fn state(&self) -> watch::Receiver<State> {
         self.state.subscribe()
+    }
+
+    /// A handle that flips what `/healthz` reports.
+    pub fn readiness(&self) -> Readiness {
+        Readiness(self.state.clone())
     }
 
     /// Serves until `shutdown` completes, then drains in-flight requests (bounded by the drain
@@ -134,9 +143,10 @@ impl Server {
             let state = Arc::clone(&state);
             let service = service_fn(move |req| {
                 let settings = Arc::clone(&settings);
+                let ready = state.borrow().ready;
                 let guard = InFlight::enter(Arc::clone(&state));
                 async move {
-                    let response = handle(&settings, req).await;
+                    let response = handle(&settings, ready, req).await;
                     drop(guard);
                     Ok::<_, Infallible>(response)
                 }
@@ -171,6 +181,37 @@ impl Server {
         }
         Ok(())
     }
+}
+
+/// Sets whether `/healthz` reports ready.
+#[derive(Clone)]
+pub struct Readiness(watch::Sender<State>);
+
+impl Readiness {
+    /// `false`: `/healthz` answers 503 while everything else keeps being served.
+    pub fn set(&self, ready: bool) {
+        self.0.send_modify(|s| s.ready = ready);
+    }
+}
+
+/// Serves until SIGTERM or Ctrl-C; then reports not-ready and keeps serving for
+/// `shutdown_delay` (so load balancers and the interceptor, which learn about the terminating
+/// pod asynchronously, stop sending to it), then drains and returns.
+pub async fn serve_until_signal(server: Server, shutdown_delay: Duration) -> Result<(), Error> {
+    let readiness = server.readiness();
+    server
+        .run(async move {
+            shutdown_signal().await;
+            readiness.set(false);
+            if !shutdown_delay.is_zero() {
+                tracing::info!(
+                    delay_ms = shutdown_delay.as_millis(),
+                    "not ready; still serving during the shutdown delay"
+                );
+                tokio::time::sleep(shutdown_delay).await;
+            }
+        })
+        .await
 }
 
 /// Counts one request in [`State::in_flight`] for as long as it lives.
@@ -218,9 +259,10 @@ pub async fn shutdown_signal() {
     }
 }
 
-async fn handle(settings: &Config, req: Request<Incoming>) -> Response<Body> {
+async fn handle(settings: &Config, ready: bool, req: Request<Incoming>) -> Response<Body> {
     match req.uri().path() {
-        "/healthz" => text(StatusCode::OK, "ok"),
+        "/healthz" if ready => text(StatusCode::OK, "ok"),
+        "/healthz" => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
         "/echo" => echo(req),
         "/sse" => sse(),
         _ => hello(settings, &req).await,

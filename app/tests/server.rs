@@ -266,3 +266,28 @@ async fn h2c_prior_knowledge_is_served() {
     let _ = driver.await;
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn not_ready_fails_healthz_but_keeps_serving() {
+    let server = Server::bind(&Config::local()).await.expect("bind");
+    let addr = server.local_addr();
+    let readiness = server.readiness();
+    let mut state = server.state();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
+
+    assert_eq!(request(addr, "GET", "/healthz", "").await.status, 200);
+    readiness.set(false);
+    state.wait_for(|s| !s.ready).await.expect("not ready");
+    let health = request(addr, "GET", "/healthz", "").await;
+    assert_eq!(health.status, 503);
+    let hello = request(addr, "GET", "/", "").await;
+    assert_eq!((hello.status, hello.body.as_str()), (200, HELLO));
+    readiness.set(true);
+    assert_eq!(request(addr, "GET", "/healthz", "").await.status, 200);
+
+    stop.send(()).expect("server alive");
+    task.await.expect("join").expect("server exits cleanly");
+}

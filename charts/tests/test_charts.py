@@ -654,6 +654,10 @@ def test_hello_chart(hello_renders):
     docs = hello_renders["interceptorRoute"]
     dep = find(docs, "Deployment", "hello")
     assert "replicas" not in dep["spec"]
+    pod = dep["spec"]["template"]["spec"]
+    env = env_of(pod["containers"][0])
+    assert (env["SHUTDOWN_DELAY_MS"], env["MAX_DELAY_MS"], env["DRAIN_TIMEOUT_MS"]) == ("2000", "30000", "30000")
+    assert pod["terminationGracePeriodSeconds"] == 37  # 2 s delay + 30 s drain + 5 s
     svc = find(docs, "Service", "hello")
     assert ports(svc) == {"http": (8080, "http")}
     ir = find(docs, "InterceptorRoute", "hello")["spec"]
