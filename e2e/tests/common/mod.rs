@@ -14,7 +14,12 @@ pub const WAIT: Duration = Duration::from_secs(30);
 
 /// Awaits `f`, failing the test if it takes longer than [`WAIT`].
 pub async fn within<F: Future>(what: &str, f: F) -> F::Output {
-    match tokio::time::timeout(WAIT, f).await {
+    within_for(WAIT, what, f).await
+}
+
+/// Awaits `f`, failing the test if it takes longer than `limit`.
+pub async fn within_for<F: Future>(limit: Duration, what: &str, f: F) -> F::Output {
+    match tokio::time::timeout(limit, f).await {
         Ok(out) => out,
         Err(_) => panic!("timed out waiting for {what}"),
     }
