@@ -17,6 +17,8 @@ use tracing_subscriber::EnvFilter;
 
 /// Exit status for invalid configuration (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
+/// How long start-up waits for the first list of InterceptorRoutes and HTTPScaledObjects.
+const TARGETS_SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn main() -> ExitCode {
     let config = match Config::parse_from_args(std::env::args_os()) {
@@ -85,6 +87,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let (targets, targets_task) = KubeTargets::watch(client);
     let discovery_task = tokio::spawn(discovery_task);
     let targets_task = tokio::spawn(targets_task);
+    // Answer KEDA from a listed cache, so a restart does not report "not found" for objects
+    // that exist; but never wait forever (e.g. CRDs not installed yet).
+    if tokio::time::timeout(TARGETS_SYNC_WAIT, targets.wait_until_ready())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            wait = ?TARGETS_SYNC_WAIT,
+            "InterceptorRoutes/HTTPScaledObjects not listed yet; serving anyway"
+        );
+    }
 
     let mut registry = Registry::default();
     let scaler_metrics = Metrics::register(&mut registry);
