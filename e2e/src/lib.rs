@@ -10,11 +10,14 @@
 //!   routing (`http`), errors as Kubernetes `Status` (`error`) and fault injection (`faults`).
 //!   Its module docs list what is deliberately simplified. The `local-apiserver` binary runs
 //!   it standalone.
-//!
 //! - [`keda`]: the KEDA stand-in ([`keda::KedaStandIn`]): drives an external scaler over gRPC
 //!   as KEDA does and plays the HPA (`decision` holds the formula and the scale executor).
+//! - [`simulator`]: the workload simulator ([`simulator::Simulator`]): runs a Deployment's
+//!   replicas as processes on loopback ports and publishes their EndpointSlices and the
+//!   Deployment status. The `e2e-backend` binary is a minimal workload for its tests.
 //!
-//! Not here yet: the workload simulator, the scenarios and `demo`.
+//! Not here yet: the scenarios and `demo`.
 
 pub mod apiserver;
 pub mod keda;
+pub mod simulator;
