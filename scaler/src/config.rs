@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use clap::builder::BoolishValueParser;
+use clap::builder::{BoolishValueParser, TypedValueParser as _};
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{CommandFactory as _, Parser};
 
@@ -40,6 +40,12 @@ pub const ENV_DRAIN_TIMEOUT: &str = "KEDA_HTTP_SCALER_DRAIN_TIMEOUT";
 pub const ENV_PROM_ENABLED: &str = "OTEL_PROM_EXPORTER_ENABLED";
 /// Environment variable of the `/metrics` port.
 pub const ENV_PROM_PORT: &str = "OTEL_PROM_EXPORTER_PORT";
+/// Environment variable enabling OTLP metrics export (accepted; not implemented).
+pub const ENV_OTLP_METRICS: &str = "OTEL_EXPORTER_OTLP_METRICS_ENABLED";
+/// Environment variable enabling OTLP tracing (accepted; not implemented).
+pub const ENV_OTLP_TRACES: &str = "OTEL_EXPORTER_OTLP_TRACES_ENABLED";
+/// Environment variable of the OTLP trace protocol (validated as upstream; not implemented).
+pub const ENV_OTLP_TRACES_PROTOCOL: &str = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL";
 /// Environment variable of the profiling address (accepted, unused).
 pub const ENV_PROFILING: &str = "PROFILING_BIND_ADDRESS";
 /// Environment variable of the log filter (ours; `--zap-log-level` is the upstream flag).
@@ -122,6 +128,23 @@ pub struct Config {
     /// Port of /metrics.
     #[arg(long, env = ENV_PROM_PORT, default_value_t = 2223)]
     pub prometheus_port: u16,
+
+    /// OTLP metrics export (accepted for compatibility; not implemented, a warning is logged).
+    #[arg(long, env = ENV_OTLP_METRICS, default_value = "false",
+          value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set)]
+    pub otlp_metrics_enabled: bool,
+
+    /// OTLP tracing (accepted for compatibility; not implemented, a warning is logged).
+    #[arg(long, env = ENV_OTLP_TRACES, default_value = "false",
+          value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set)]
+    pub otlp_traces_enabled: bool,
+
+    /// OTLP trace protocol: console, http/protobuf or grpc (checked as upstream does).
+    #[arg(long, env = ENV_OTLP_TRACES_PROTOCOL, default_value = "console",
+          value_parser = clap::builder::PossibleValuesParser::new(["console", "http/protobuf", "grpc"])
+              .map(|s| s.to_ascii_lowercase()),
+          ignore_case = true)]
+    pub otlp_traces_protocol: String,
 
     /// pprof address (accepted for compatibility; unused).
     #[arg(long, env = ENV_PROFILING)]
@@ -332,8 +355,14 @@ mod tests {
             "--zap-time-encoding=rfc3339",
             "--zap-stacktrace-level=error",
             "--zap-devel",
+            "--otlp-traces-protocol=HTTP/protobuf",
         ])
         .expect("valid");
+        assert_eq!(c.otlp_traces_protocol, "http/protobuf");
+        assert!(matches!(
+            parse(&["--otlp-traces-protocol=carrier-pigeon"]),
+            Err(ConfigError::Invalid(msg)) if msg.contains("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        ));
         assert_eq!(c.log_format, "json");
         assert_eq!(c.zap_devel, Some(true));
     }

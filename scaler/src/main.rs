@@ -65,6 +65,9 @@ fn init_tracing(config: &Config) {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
+    if config.otlp_metrics_enabled || config.otlp_traces_enabled {
+        tracing::warn!("OTLP export is not implemented by this scaler; use /metrics and logs");
+    }
     let grpc = TcpListener::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, config.port)))
         .await
         .with_context(|| format!("binding the gRPC port {}", config.port))?;

@@ -11,7 +11,7 @@ fn scaler() -> Command {
     for (key, _) in std::env::vars_os() {
         let key = key.to_string_lossy().into_owned();
         if key.starts_with("KEDA_HTTP_")
-            || key.starts_with("OTEL_PROM")
+            || key.starts_with("OTEL_")
             || key == "PROFILING_BIND_ADDRESS"
         {
             cmd.env_remove(key);
@@ -41,6 +41,9 @@ fn help_documents_every_setting_and_its_variable() {
         config::ENV_PROM_ENABLED,
         config::ENV_PROM_PORT,
         config::ENV_PROFILING,
+        config::ENV_OTLP_METRICS,
+        config::ENV_OTLP_TRACES,
+        config::ENV_OTLP_TRACES_PROTOCOL,
         config::ENV_LOG_LEVEL,
         config::ENV_LOG_FORMAT,
     ] {
