@@ -1,11 +1,95 @@
-//! The `keda-http-interceptor` binary.
-use clap::Parser;
+//! The `keda-http-interceptor` binary: parse settings, set up logging, load the static route
+//! and endpoint files (until the Kubernetes watches exist), serve until SIGTERM/SIGINT.
 
-/// keda-http interceptor (work in progress).
-#[derive(Parser, Debug)]
-#[command(version, about)]
-struct Args {}
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use keda_http_interceptor::config::{Config, ConfigError, EXIT_CONFIG, LogFormat};
+use keda_http_interceptor::endpoints::StaticEndpoints;
+use keda_http_interceptor::{Interceptor, files};
+use tracing_subscriber::EnvFilter;
 
 fn main() {
-    let _args = Args::parse();
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(ConfigError::Display(text)) => {
+            print!("{text}");
+            std::process::exit(0);
+        }
+        Err(ConfigError::Invalid(line)) => {
+            eprintln!("keda-http-interceptor: {line}");
+            std::process::exit(EXIT_CONFIG);
+        }
+    };
+    init_tracing(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(%error, "cannot start the runtime");
+            std::process::exit(1);
+        }
+    };
+    if let Err(error) = runtime.block_on(run(config)) {
+        tracing::error!(error = format!("{error:#}"), "interceptor failed");
+        std::process::exit(1);
+    }
+}
+
+fn init_tracing(config: &Config) {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(config.zap_log_level.as_str()));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.zap_encoder {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Console => builder.init(),
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let endpoints = Arc::new(StaticEndpoints::default());
+    if let Some(path) = &config.endpoints_file {
+        let n = files::load_endpoints(path, &endpoints)?;
+        tracing::info!(targets = n, path = %path.display(), "loaded endpoints file");
+    }
+    let routes_file = config.routes_file.clone();
+    let interceptor = Interceptor::bind(config, endpoints)
+        .await
+        .context("starting the interceptor")?;
+    let addrs = interceptor.addrs();
+    tracing::info!(proxy = %addrs.proxy, admin = %addrs.admin, metrics = ?addrs.metrics, "listening");
+    let (routes, httpsos) = match &routes_file {
+        Some(path) => files::load_routes(path)?,
+        None => (Vec::new(), Vec::new()),
+    };
+    let report = interceptor.routes().install(routes, httpsos).await;
+    tracing::info!(
+        routes = report.routes,
+        skipped = report.shadowed,
+        "routing table installed"
+    );
+    interceptor.run(shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

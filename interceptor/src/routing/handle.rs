@@ -104,6 +104,11 @@ impl RouteTableHandle {
         self.inner.table.load()
     }
 
+    /// The current table as an owned `Arc` (for work that outlives a request, e.g. `/routes`).
+    pub fn load_full(&self) -> Arc<RouteTable> {
+        self.inner.table.load_full()
+    }
+
     /// Whether any table has been installed yet (`/readyz`).
     pub fn is_installed(&self) -> bool {
         self.inner.installed.load(Ordering::Acquire)

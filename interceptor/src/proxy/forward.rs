@@ -1,0 +1,494 @@
+//! Forwarding to a ready endpoint: request/response header rewriting, the pooled upstream
+//! clients (HTTP/1.1 through hyper-util's legacy client, h2c through one multiplexed
+//! connection per endpoint), connect retries and timeouts.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, Uri, Version};
+use hyper::body::Incoming;
+use hyper::client::conn::http2;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+
+use super::body::UpstreamBody;
+use super::error::ProxyError;
+use crate::endpoints::{AppProtocol, Pool};
+
+/// Connect attempts per request, each on a different ready endpoint.
+pub const MAX_CONNECT_ATTEMPTS: usize = 3;
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Headers that describe one hop and are never forwarded (RFC 9110 §7.6.1 and the usual
+/// legacy ones, as Go's ReverseProxy removes them).
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    PROXY_CONNECTION,
+    KEEP_ALIVE,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Whether the `Connection` header lists `token` (case-insensitive).
+pub fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers.get_all(header::CONNECTION).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    })
+}
+
+/// Whether an HTTP/1.1 request asks for a protocol upgrade (e.g. WebSocket).
+pub fn is_upgrade(version: Version, headers: &HeaderMap) -> bool {
+    version == Version::HTTP_11
+        && headers.contains_key(header::UPGRADE)
+        && connection_has(headers, "upgrade")
+}
+
+/// Removes hop-by-hop headers, including those named by `Connection`. With `upgrade`, the
+/// `Upgrade` header is kept and `Connection: upgrade` re-added. `TE: trailers` is kept
+/// (gRPC needs it).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // Headers named in Connection (rare beyond keep-alive/close/upgrade).
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|s| s.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            if !(upgrade && name == header::UPGRADE) && name != header::TE {
+                headers.remove(&name);
+            }
+        }
+    }
+    let te_trailers = headers.get_all(header::TE).iter().any(|v| {
+        v.to_str().is_ok_and(|s| {
+            s.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        })
+    });
+    for name in &HOP_BY_HOP {
+        if upgrade && name == header::UPGRADE {
+            continue;
+        }
+        headers.remove(name);
+    }
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    if upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// Appends the client address to `X-Forwarded-For` and sets `X-Forwarded-Host`/`-Proto`
+/// unless the client sent them.
+pub fn set_forwarded(headers: &mut HeaderMap, client: SocketAddr, host: &str, https: bool) {
+    let ip = client.ip();
+    let mut prior = headers.get_all(&X_FORWARDED_FOR).iter().peekable();
+    let value = if prior.peek().is_some() {
+        let mut joined = String::new();
+        for v in prior {
+            if let Ok(s) = v.to_str() {
+                if !joined.is_empty() {
+                    joined.push_str(", ");
+                }
+                joined.push_str(s);
+            }
+        }
+        joined.push_str(", ");
+        joined.push_str(&ip.to_string());
+        HeaderValue::from_str(&joined).ok()
+    } else {
+        HeaderValue::from_str(&ip.to_string()).ok()
+    };
+    if let Some(value) = value {
+        headers.insert(X_FORWARDED_FOR, value);
+    }
+    if !headers.contains_key(&X_FORWARDED_HOST)
+        && let Ok(value) = HeaderValue::from_str(host)
+    {
+        headers.insert(X_FORWARDED_HOST, value);
+    }
+    if !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(
+            X_FORWARDED_PROTO,
+            HeaderValue::from_static(if https { "https" } else { "http" }),
+        );
+    }
+}
+
+/// The upstream side of the proxy: connection pools and the timeouts of one attempt.
+pub struct Upstream {
+    http1: Client<HttpConnector, UpstreamBody>,
+    h2: Mutex<HashMap<SocketAddr, http2::SendRequest<UpstreamBody>>>,
+    connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("connect_timeout", &self.connect_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why one connect attempt failed.
+enum AttemptError {
+    /// Nothing was sent; another endpoint may be tried with the same request.
+    Connect {
+        timeout: bool,
+        error: super::error::BoxError,
+    },
+    /// The exchange failed after connecting.
+    Upstream(super::error::BoxError),
+}
+
+impl Upstream {
+    /// Pools with `max_idle_per_host` idle HTTP/1.1 connections per endpoint.
+    pub fn new(connect_timeout: Duration, max_idle_per_host: usize) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(connect_timeout));
+        connector.set_nodelay(true);
+        connector.enforce_http(true);
+        let http1 = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(max_idle_per_host)
+            .build(connector);
+        Self {
+            http1,
+            h2: Mutex::new(HashMap::new()),
+            connect_timeout,
+        }
+    }
+
+    /// Sends `request` to a ready endpoint of `pool`, retrying on another ready endpoint when
+    /// connecting fails before anything was sent (at most [`MAX_CONNECT_ATTEMPTS`]).
+    /// `host` is the client's authority, preserved as `Host` (HTTP/1.1) or `:authority` (h2).
+    /// The response-header timeout (zero: none) bounds each attempt.
+    pub async fn send(
+        &self,
+        pool: &Pool,
+        request: Request<Incoming>,
+        host: &str,
+        response_header_timeout: Duration,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        let protocol = pool.app_protocol();
+        let (mut parts, mut body) = request.into_parts();
+        let path = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        // Extensions (e.g. hyper's upgrade handle) stay with the client request.
+        parts.extensions = http::Extensions::new();
+        let mut tried = [None::<SocketAddr>; MAX_CONNECT_ATTEMPTS];
+        let mut last_timeout = false;
+        let mut last_error: Option<super::error::BoxError> = None;
+        for attempt in 0..MAX_CONNECT_ATTEMPTS {
+            let exclude: &[SocketAddr] = &flatten(&tried[..attempt]);
+            let Some(addr) = pool.pick(exclude) else {
+                break;
+            };
+            tried[attempt] = Some(addr);
+            let more =
+                attempt + 1 < MAX_CONNECT_ATTEMPTS && pool.current().ready.len() > attempt + 1;
+            match protocol {
+                AppProtocol::Http1 => {
+                    let headers = if more {
+                        parts.headers.clone()
+                    } else {
+                        std::mem::take(&mut parts.headers)
+                    };
+                    let (upstream_body, reclaim) = UpstreamBody::reclaimable(body);
+                    let mut req = Request::new(upstream_body);
+                    *req.method_mut() = parts.method.clone();
+                    *req.uri_mut() = endpoint_uri(addr, &path);
+                    *req.version_mut() = Version::HTTP_11;
+                    *req.headers_mut() = headers;
+                    if !req.headers().contains_key(header::HOST)
+                        && let Ok(value) = HeaderValue::from_str(host)
+                    {
+                        req.headers_mut().insert(header::HOST, value);
+                    }
+                    match with_timeout(response_header_timeout, self.send_http1(req)).await {
+                        Ok(response) => return Ok(response),
+                        Err(AttemptError::Upstream(e)) => return Err(upstream_error(e)),
+                        Err(AttemptError::Connect { timeout, error }) => {
+                            tracing::debug!(%addr, %error, timeout, "upstream connect failed");
+                            match reclaim.await {
+                                Ok(returned) if more => body = returned,
+                                // Out of attempts, or the body was consumed: give up.
+                                _ => return Err(connect_error(timeout, error)),
+                            }
+                            last_timeout = timeout;
+                            last_error = Some(error);
+                        }
+                    }
+                }
+                AppProtocol::H2c => match self.h2_sender(addr).await {
+                    Err(AttemptError::Connect { timeout, error }) => {
+                        tracing::debug!(%addr, %error, timeout, "upstream connect failed");
+                        last_timeout = timeout;
+                        last_error = Some(error);
+                    }
+                    Err(AttemptError::Upstream(e)) => return Err(upstream_error(e)),
+                    Ok(mut sender) => {
+                        let headers = std::mem::take(&mut parts.headers);
+                        let mut req = Request::new(UpstreamBody::once(body));
+                        *req.method_mut() = parts.method.clone();
+                        *req.uri_mut() =
+                            authority_uri(host, &path).unwrap_or_else(|| endpoint_uri(addr, &path));
+                        *req.version_mut() = Version::HTTP_2;
+                        *req.headers_mut() = headers;
+                        req.headers_mut().remove(header::HOST);
+                        let sent = with_timeout(response_header_timeout, async {
+                            sender
+                                .send_request(req)
+                                .await
+                                .map_err(|e| AttemptError::Upstream(Box::new(e)))
+                        })
+                        .await;
+                        return match sent {
+                            Ok(response) => Ok(response),
+                            Err(AttemptError::Upstream(e)) => Err(upstream_error(e)),
+                            Err(AttemptError::Connect { timeout, error }) => {
+                                Err(connect_error(timeout, error))
+                            }
+                        };
+                    }
+                },
+            }
+        }
+        match last_error {
+            None => Err(ProxyError::NoReadyEndpoint(pool.target().to_string())),
+            Some(error) => Err(connect_error(last_timeout, error)),
+        }
+    }
+
+    async fn send_http1(
+        &self,
+        req: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, AttemptError> {
+        self.http1.request(req).await.map_err(|e| {
+            if e.is_connect() {
+                let timeout = is_timeout(&e);
+                AttemptError::Connect {
+                    timeout,
+                    error: Box::new(e),
+                }
+            } else {
+                AttemptError::Upstream(Box::new(e))
+            }
+        })
+    }
+
+    /// The h2c connection to `addr`, established (within the connect timeout) if needed.
+    async fn h2_sender(
+        &self,
+        addr: SocketAddr,
+    ) -> Result<http2::SendRequest<UpstreamBody>, AttemptError> {
+        {
+            let conns = self.h2.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(sender) = conns.get(&addr)
+                && !sender.is_closed()
+            {
+                return Ok(sender.clone());
+            }
+        }
+        let stream =
+            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
+                Err(_) => {
+                    return Err(AttemptError::Connect {
+                        timeout: true,
+                        error: "connect timed out".into(),
+                    });
+                }
+                Ok(Err(e)) => {
+                    return Err(AttemptError::Connect {
+                        timeout: false,
+                        error: Box::new(e),
+                    });
+                }
+                Ok(Ok(stream)) => stream,
+            };
+        let _ = stream.set_nodelay(true);
+        let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| AttemptError::Connect {
+                timeout: false,
+                error: Box::new(e),
+            })?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%addr, %error, "h2c upstream connection ended");
+            }
+        });
+        let mut conns = self.h2.lock().unwrap_or_else(PoisonError::into_inner);
+        conns.retain(|_, s| !s.is_closed());
+        conns.insert(addr, sender.clone());
+        Ok(sender)
+    }
+}
+
+fn flatten(tried: &[Option<SocketAddr>]) -> [SocketAddr; MAX_CONNECT_ATTEMPTS] {
+    // Unused slots repeat the first tried address (or a placeholder) so the slice stays on the stack.
+    let fill = tried
+        .iter()
+        .flatten()
+        .next()
+        .copied()
+        .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+    let mut out = [fill; MAX_CONNECT_ATTEMPTS];
+    for (slot, t) in out.iter_mut().zip(tried.iter().flatten()) {
+        *slot = *t;
+    }
+    out
+}
+
+async fn with_timeout<T>(
+    limit: Duration,
+    fut: impl Future<Output = Result<T, AttemptError>>,
+) -> Result<T, AttemptError> {
+    if limit.is_zero() {
+        return fut.await;
+    }
+    match tokio::time::timeout(limit, fut).await {
+        Ok(result) => result,
+        Err(_) => Err(AttemptError::Upstream(Box::new(ResponseHeaderTimeout))),
+    }
+}
+
+/// Marker error: the response headers did not arrive in time.
+#[derive(Debug, thiserror::Error)]
+#[error("response header timeout")]
+struct ResponseHeaderTimeout;
+
+fn upstream_error(error: super::error::BoxError) -> ProxyError {
+    if error.is::<ResponseHeaderTimeout>() {
+        ProxyError::ResponseHeaderTimeout
+    } else {
+        ProxyError::Upstream(error)
+    }
+}
+
+fn connect_error(timeout: bool, error: super::error::BoxError) -> ProxyError {
+    if timeout {
+        ProxyError::ConnectTimeout
+    } else {
+        ProxyError::Connect(error)
+    }
+}
+
+fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::TimedOut
+        {
+            return true;
+        }
+        if e.to_string().contains("timed out") || e.to_string().contains("timeout") {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+fn endpoint_uri(addr: SocketAddr, path: &PathAndQuery) -> Uri {
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(Scheme::HTTP);
+    parts.authority = Authority::try_from(addr.to_string()).ok();
+    parts.path_and_query = Some(path.clone());
+    Uri::from_parts(parts).unwrap_or_default()
+}
+
+fn authority_uri(host: &str, path: &PathAndQuery) -> Option<Uri> {
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(Scheme::HTTP);
+    parts.authority = Some(Authority::try_from(host).ok()?);
+    parts.path_and_query = Some(path.clone());
+    Uri::from_parts(parts).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-private"),
+        );
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert(header::TE, HeaderValue::from_static("trailers, deflate"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 2, "{h:?}");
+        assert_eq!(h[header::TE], "trailers");
+        assert_eq!(h["x-keep"], "1");
+    }
+
+    #[test]
+    fn upgrade_keeps_upgrade_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert!(is_upgrade(Version::HTTP_11, &h));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h[header::UPGRADE], "websocket");
+        assert_eq!(h[header::CONNECTION], "upgrade");
+    }
+
+    #[test]
+    fn forwarded_headers_append_and_keep() {
+        let client = SocketAddr::from(([10, 0, 0, 9], 5555));
+        let mut h = HeaderMap::new();
+        set_forwarded(&mut h, client, "example.com", false);
+        assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.9");
+        assert_eq!(h[&X_FORWARDED_HOST], "example.com");
+        assert_eq!(h[&X_FORWARDED_PROTO], "http");
+
+        let mut h = HeaderMap::new();
+        h.append(&X_FORWARDED_FOR, HeaderValue::from_static("1.1.1.1"));
+        h.append(&X_FORWARDED_FOR, HeaderValue::from_static("2.2.2.2"));
+        h.insert(
+            &X_FORWARDED_HOST,
+            HeaderValue::from_static("public.example"),
+        );
+        h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+        set_forwarded(&mut h, client, "example.com", false);
+        assert_eq!(h[&X_FORWARDED_FOR], "1.1.1.1, 2.2.2.2, 10.0.0.9");
+        assert_eq!(h[&X_FORWARDED_HOST], "public.example");
+        assert_eq!(h[&X_FORWARDED_PROTO], "https");
+    }
+}
