@@ -490,3 +490,30 @@ async fn injected_failures_and_delays() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn metadata_only_reads() {
+    let server = LocalApiServer::start().await.unwrap();
+    let client = server.client().await.unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    cms.create(&PostParams::default(), &config_map("m", &[("app", "x")]))
+        .await
+        .unwrap();
+    let one = cms.get_metadata("m").await.unwrap();
+    assert_eq!(one.metadata.labels.unwrap()["app"], "x");
+    let request = http::Request::get("/api/v1/namespaces/default/configmaps/m")
+        .header(
+            http::header::ACCEPT,
+            "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1",
+        )
+        .body(Vec::new())
+        .unwrap();
+    let raw: serde_json::Value =
+        serde_json::from_str(&client.request_text(request).await.unwrap()).unwrap();
+    assert_eq!(raw["kind"], "PartialObjectMetadata");
+    assert_eq!(raw["apiVersion"], "meta.k8s.io/v1");
+    assert!(raw.get("data").is_none());
+    let list = cms.list_metadata(&ListParams::default()).await.unwrap();
+    assert_eq!(list.items.len(), 1);
+    assert_eq!(list.items[0].metadata.name.as_deref(), Some("m"));
+}

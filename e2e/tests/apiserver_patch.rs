@@ -453,3 +453,34 @@ async fn dry_run_persists_nothing() {
     assert_eq!(answered.name_any(), "dry");
     assert_eq!(status_code(sos.get("dry").await).0, 404);
 }
+
+#[tokio::test]
+async fn apply_needs_a_field_manager_and_a_type() {
+    let server = LocalApiServer::start().await.unwrap();
+    let client = server.client().await.unwrap();
+    let deployments: Api<Deployment> = Api::namespaced(client, "default");
+    assert_eq!(
+        status_code(
+            deployments
+                .patch(
+                    "web",
+                    &PatchParams::default(),
+                    &Patch::Apply(deployment_apply())
+                )
+                .await
+        )
+        .0,
+        422
+    );
+    let mut untyped = deployment_apply();
+    untyped.as_object_mut().unwrap().remove("kind");
+    assert_eq!(
+        status_code(
+            deployments
+                .patch("web", &PatchParams::apply("t"), &Patch::Apply(untyped))
+                .await
+        )
+        .0,
+        400
+    );
+}

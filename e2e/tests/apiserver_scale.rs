@@ -28,7 +28,7 @@ const SELECTOR: &str = "group=even";
 const LOAD_WAIT: Duration = Duration::from_secs(240);
 
 fn object(i: usize) -> ConfigMap {
-    let group = if i % 2 == 0 { "even" } else { "odd" };
+    let group = if i.is_multiple_of(2) { "even" } else { "odd" };
     serde_json::from_value(json!({
         "metadata": {"name": format!("cm-{i:04}"), "labels": {"group": group}},
         "data": {"i": i.to_string()}
@@ -152,7 +152,7 @@ async fn two_hundred_watchers_and_two_thousand_objects_stay_correct() {
                 async move {
                     let name = format!("cm-{:04}", i * 10);
                     let mut patch = json!({"data": {"updated": "yes"}});
-                    if i % 2 == 0 {
+                    if i.is_multiple_of(2) {
                         patch["metadata"] = json!({"labels": {"group": "odd"}});
                     }
                     api.patch(&name, &PatchParams::default(), &Patch::Merge(patch))

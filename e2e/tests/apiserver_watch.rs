@@ -16,6 +16,7 @@ use keda_http_e2e::apiserver::{LocalApiServer, ServerConfig};
 use kube::api::{
     DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
 };
+use kube::core::PartialObjectMeta;
 use kube::runtime::{reflector, watcher};
 use kube::{Api, ResourceExt};
 use serde_json::json;
@@ -500,4 +501,40 @@ async fn reflector_over_endpoint_slices_survives_closes_and_410() {
     actual.sort();
     assert_eq!(actual, expected);
     assert_eq!(actual.len(), 1);
+}
+
+#[tokio::test]
+async fn metadata_watcher_sees_metadata_only_objects() {
+    let server = LocalApiServer::start().await.unwrap();
+    let client = server.client().await.unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    cms.create(&PostParams::default(), &cm("first", "x"))
+        .await
+        .unwrap();
+    let metadata: Api<PartialObjectMeta<ConfigMap>> = Api::namespaced(client, "default");
+    let mut events = watcher(metadata, watcher::Config::default()).boxed();
+    within("the initial list", async {
+        loop {
+            match events.try_next().await.unwrap() {
+                Some(watcher::Event::InitApply(o)) => {
+                    assert_eq!(o.types.as_ref().unwrap().kind, "PartialObjectMetadata");
+                    assert_eq!(o.metadata.name.as_deref(), Some("first"));
+                }
+                Some(watcher::Event::InitDone) => break,
+                Some(_) => {}
+                None => panic!("watcher ended"),
+            }
+        }
+    })
+    .await;
+    cms.create(&PostParams::default(), &cm("second", "y"))
+        .await
+        .unwrap();
+    match within("the live event", events.try_next()).await.unwrap() {
+        Some(watcher::Event::Apply(o)) => {
+            assert_eq!(o.types.as_ref().unwrap().kind, "PartialObjectMetadata");
+            assert_eq!(o.metadata.labels.unwrap()["app"], "y");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
 }

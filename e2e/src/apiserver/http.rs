@@ -182,6 +182,18 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body>
         .unwrap_or("")
         .trim()
         .to_owned();
+    let metadata_only = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("as=PartialObjectMetadata"));
+    let object = |status: StatusCode, value: &Value| {
+        if metadata_only {
+            json(status, &watch::partial_metadata(value))
+        } else {
+            json(status, value)
+        }
+    };
     let body = read_body(req.into_body()).await?;
     let store = &shared.store;
     let ns = target.namespace.as_deref();
@@ -191,7 +203,7 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body>
         (&Method::GET, None) => {
             let selectors = selectors(&query)?;
             if query.get("watch").is_some_and(|w| w == "true" || w == "1") {
-                return watch_response(shared, kind, ns, selectors, &query);
+                return watch_response(shared, kind, ns, selectors, &query, metadata_only);
             }
             let limit = match query.get("limit") {
                 Some(l) => Some(
@@ -208,12 +220,12 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body>
                 limit,
                 continue_token.map(String::as_str),
             )?;
-            Ok(list_response(kind, &page))
+            Ok(list_response(kind, &page, metadata_only))
         }
         (&Method::POST, None) => {
             let body = parse_json(&body)?;
             let created = store.create(kind, ns, body, &opts)?;
-            Ok(json(StatusCode::CREATED, &created))
+            Ok(object(StatusCode::CREATED, &created))
         }
         (&Method::DELETE, None) => {
             let selectors = selectors(&query)?;
@@ -223,16 +235,16 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body>
                 resource_version: store.current_rv(),
                 continue_token: None,
             };
-            Ok(list_response(kind, &page))
+            Ok(list_response(kind, &page, metadata_only))
         }
-        (&Method::GET, Some(name)) => Ok(json(
+        (&Method::GET, Some(name)) => Ok(object(
             StatusCode::OK,
             &store.get(kind, ns, name, target.sub)?,
         )),
         (&Method::PUT, Some(name)) => {
             let body = parse_json(&body)?;
             let updated = store.update(kind, ns, name, target.sub, body, &opts)?;
-            Ok(json(StatusCode::OK, &updated))
+            Ok(object(StatusCode::OK, &updated))
         }
         (&Method::PATCH, Some(name)) => {
             let patch = match content_type.as_str() {
@@ -245,7 +257,7 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body>
                 other => return Err(ApiError::unsupported_media_type(other)),
             };
             let patched = store.patch(kind, ns, name, target.sub, patch, &opts)?;
-            Ok(json(StatusCode::OK, &patched))
+            Ok(object(StatusCode::OK, &patched))
         }
         (&Method::DELETE, Some(name)) => {
             if target.sub != Subresource::Main {
@@ -253,7 +265,7 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body>
             }
             let options = delete_options(&body, &query)?;
             let deleted = store.delete(kind, ns, name, &options)?;
-            Ok(json(StatusCode::OK, &deleted))
+            Ok(object(StatusCode::OK, &deleted))
         }
         (method, _) => Err(ApiError::method_not_allowed(method.as_str())),
     }
@@ -312,6 +324,7 @@ fn watch_response(
     namespace: Option<&str>,
     selectors: Selectors,
     query: &HashMap<String, String>,
+    metadata_only: bool,
 ) -> Result<Response<Body>, ApiError> {
     let flag = |name: &str| query.get(name).is_some_and(|v| v == "true" || v == "1");
     let since = match query.get("resourceVersion").map(String::as_str) {
@@ -335,6 +348,7 @@ fn watch_response(
         send_initial_events: flag("sendInitialEvents"),
         bookmarks: flag("allowWatchBookmarks"),
         timeout,
+        metadata_only,
     };
     let rx = watch::start(
         &shared.store,
@@ -354,7 +368,11 @@ fn watch_response(
         .map_err(|e| ApiError::internal(e.to_string()))
 }
 
-fn list_response(kind: &ResourceKind, page: &super::store::ListPage) -> Response<Body> {
+fn list_response(
+    kind: &ResourceKind,
+    page: &super::store::ListPage,
+    metadata_only: bool,
+) -> Response<Body> {
     let mut metadata = serde_json::Map::new();
     metadata.insert(
         "resourceVersion".to_owned(),
@@ -364,10 +382,18 @@ fn list_response(kind: &ResourceKind, page: &super::store::ListPage) -> Response
         metadata.insert("continue".to_owned(), Value::String(token.clone()));
     }
     let mut out = Vec::with_capacity(256 + page.items.len() * 512);
+    let (list_kind, api_version) = if metadata_only {
+        (
+            "PartialObjectMetadataList".to_owned(),
+            "meta.k8s.io/v1".to_owned(),
+        )
+    } else {
+        (format!("{}List", kind.kind), kind.api_version())
+    };
     out.extend_from_slice(b"{\"kind\":");
-    let _ = serde_json::to_writer(&mut out, &format!("{}List", kind.kind));
+    let _ = serde_json::to_writer(&mut out, &list_kind);
     out.extend_from_slice(b",\"apiVersion\":");
-    let _ = serde_json::to_writer(&mut out, &kind.api_version());
+    let _ = serde_json::to_writer(&mut out, &api_version);
     out.extend_from_slice(b",\"metadata\":");
     let _ = serde_json::to_writer(&mut out, &metadata);
     out.extend_from_slice(b",\"items\":[");
@@ -375,7 +401,11 @@ fn list_response(kind: &ResourceKind, page: &super::store::ListPage) -> Response
         if i > 0 {
             out.push(b',');
         }
-        let _ = serde_json::to_writer(&mut out, &**item);
+        let _ = if metadata_only {
+            serde_json::to_writer(&mut out, &watch::partial_metadata(item))
+        } else {
+            serde_json::to_writer(&mut out, &**item)
+        };
     }
     out.extend_from_slice(b"]}");
     bytes_response(StatusCode::OK, "application/json", Bytes::from(out))

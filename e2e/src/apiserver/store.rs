@@ -7,7 +7,9 @@
 //! order while the lock is held.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+
+use bytes::Bytes;
 
 use serde_json::{Map, Value, json};
 use tokio::sync::broadcast;
@@ -63,6 +65,17 @@ pub struct StoredEvent {
     /// The object before the change, so that selector-filtered watches can turn a change
     /// that leaves or enters the selection into DELETED / ADDED.
     pub previous: Option<Arc<Value>>,
+    encoded: OnceLock<Bytes>,
+}
+
+impl StoredEvent {
+    /// `object` as JSON, encoded once and shared by every watcher.
+    pub fn object_json(&self) -> &Bytes {
+        self.encoded.get_or_init(|| {
+            // Serialising a `Value` cannot fail.
+            Bytes::from(serde_json::to_vec(&*self.object).unwrap_or_default())
+        })
+    }
 }
 
 /// Which part of an object a write addresses.
@@ -468,13 +481,10 @@ impl Store {
                 if sub != Subresource::Main {
                     return Err(e);
                 }
-                check_body_name(kind, &applied, name)?;
+                check_apply(kind, &applied, name, opts)?;
                 meta::set(&mut applied, "name", Some(json!(name)));
-                let mut opts = opts.clone();
-                opts.field_manager
-                    .get_or_insert_with(|| "unknown".to_owned());
                 let created =
-                    self.create_locked(&mut st, kind, namespace, applied, &opts, "Apply")?;
+                    self.create_locked(&mut st, kind, namespace, applied, opts, "Apply")?;
                 return Ok((*created).clone());
             }
         };
@@ -505,7 +515,7 @@ impl Store {
             }
             PatchBody::Json(p) => (patch::json_patch(&base, p)?, "Update"),
             PatchBody::Apply(p) => {
-                check_body_name(kind, p, name)?;
+                check_apply(kind, p, name, opts)?;
                 let mut t = base;
                 patch::strategic_merge(&mut t, p, list_merge);
                 (t, "Apply")
@@ -514,12 +524,7 @@ impl Store {
         if sub == Subresource::Scale {
             return self.write_scale(&mut st, kind, &current, patched, opts);
         }
-        let mut opts = opts.clone();
-        if operation == "Apply" {
-            opts.field_manager
-                .get_or_insert_with(|| "unknown".to_owned());
-        }
-        let written = self.commit(&mut st, kind, &current, patched, sub, &opts, operation)?;
+        let written = self.commit(&mut st, kind, &current, patched, sub, opts, operation)?;
         Ok((*written).clone())
     }
 
@@ -919,6 +924,7 @@ impl Store {
             kind,
             object,
             previous,
+            encoded: OnceLock::new(),
         });
         if st.history.len() >= st.history_capacity
             && let Some(evicted) = st.history.pop_front()
@@ -1037,6 +1043,28 @@ fn resolve_namespace(
             kind.plural
         ))),
     }
+}
+
+/// What a real server requires of a server-side apply request.
+fn check_apply(
+    kind: &ResourceKind,
+    applied: &Value,
+    name: &str,
+    opts: &WriteOptions,
+) -> Result<(), ApiError> {
+    if opts.field_manager.is_none() {
+        return Err(ApiError::invalid(
+            "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+        ));
+    }
+    if applied["apiVersion"].as_str().unwrap_or("").is_empty()
+        || applied["kind"].as_str().unwrap_or("").is_empty()
+    {
+        return Err(ApiError::bad_request(
+            "invalid object type: apiVersion and kind must be set in an apply patch",
+        ));
+    }
+    check_body_name(kind, applied, name)
 }
 
 fn check_body_name(kind: &ResourceKind, body: &Value, name: &str) -> Result<(), ApiError> {

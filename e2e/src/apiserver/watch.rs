@@ -42,6 +42,8 @@ pub struct WatchRequest {
     pub bookmarks: bool,
     /// `timeoutSeconds` (or the server default).
     pub timeout: Duration,
+    /// `Accept: ...;as=PartialObjectMetadata`: send metadata-only objects.
+    pub metadata_only: bool,
 }
 
 /// Counts open watches; tests wait on it instead of sleeping.
@@ -120,8 +122,11 @@ pub fn start(
             last_rv: subscription.start_rv,
         };
         for object in &subscription.initial {
-            if feed.visible(object) && !feed.send("ADDED", object).await {
-                return;
+            if feed.visible(object) {
+                let line = feed.line("ADDED", object, None);
+                if feed.tx.send(line).await.is_err() {
+                    return;
+                }
             }
         }
         if feed.request.send_initial_events && feed.request.bookmarks {
@@ -216,18 +221,45 @@ impl Feed {
             (EventType::Deleted, _, true) => "DELETED",
             _ => return true,
         };
-        self.send(kind, &event.object).await
+        let line = self.line(kind, &event.object, Some(event.object_json()));
+        self.tx.send(line).await.is_ok()
     }
 
-    async fn send(&self, kind: &str, object: &Value) -> bool {
-        self.tx.send(event_line(kind, object)).await.is_ok()
+    /// One event line; `encoded` is the object's JSON when already at hand.
+    fn line(&self, kind: &str, object: &Value, encoded: Option<&Bytes>) -> Bytes {
+        if self.request.metadata_only {
+            return event_line(kind, &partial_metadata(object));
+        }
+        match encoded {
+            Some(json) => encoded_line(kind, json),
+            None => event_line(kind, object),
+        }
     }
 }
 
+/// The `meta.k8s.io/v1` `PartialObjectMetadata` view of an object.
+pub fn partial_metadata(object: &Value) -> Value {
+    json!({
+        "kind": "PartialObjectMetadata",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": object.get("metadata").cloned().unwrap_or_else(|| json!({})),
+    })
+}
+
 fn event_line(kind: &str, object: &Value) -> Bytes {
-    let mut line = format!("{{\"type\":\"{kind}\",\"object\":").into_bytes();
-    // Serialising a `Value` into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut line, object);
+    // Serialising a `Value` cannot fail.
+    encoded_line(
+        kind,
+        &Bytes::from(serde_json::to_vec(object).unwrap_or_default()),
+    )
+}
+
+fn encoded_line(kind: &str, object_json: &Bytes) -> Bytes {
+    let mut line = Vec::with_capacity(object_json.len() + 32);
+    line.extend_from_slice(b"{\"type\":\"");
+    line.extend_from_slice(kind.as_bytes());
+    line.extend_from_slice(b"\",\"object\":");
+    line.extend_from_slice(object_json);
     line.extend_from_slice(b"}\n");
     Bytes::from(line)
 }
