@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use keda_http_e2e::apiserver::LocalApiServer;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::core::ObjectMeta;
-use kube::{Api, ResourceExt};
+use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
 fn config_map(name: &str, labels: &[(&str, &str)]) -> ConfigMap {
@@ -516,4 +516,68 @@ async fn metadata_only_reads() {
     let list = cms.list_metadata(&ListParams::default()).await.unwrap();
     assert_eq!(list.items.len(), 1);
     assert_eq!(list.items[0].metadata.name.as_deref(), Some("m"));
+}
+
+#[tokio::test]
+async fn leases_and_events_work_like_the_programs_use_them() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+
+    let server = LocalApiServer::start().await.unwrap();
+    let client = server.client().await.unwrap();
+
+    // Leader election style: create, then compare-and-swap replaces.
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "default");
+    let lease: Lease = serde_json::from_value(json!({
+        "metadata": {"name": "operator-leader"},
+        "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15}
+    }))
+    .unwrap();
+    let held = leases.create(&PostParams::default(), &lease).await.unwrap();
+    let mut take = held.clone();
+    take.spec.as_mut().unwrap().holder_identity = Some("b".to_owned());
+    leases
+        .replace("operator-leader", &PostParams::default(), &take)
+        .await
+        .unwrap();
+    let mut racing = held.clone();
+    racing.spec.as_mut().unwrap().holder_identity = Some("c".to_owned());
+    assert_eq!(
+        status_code(
+            leases
+                .replace("operator-leader", &PostParams::default(), &racing)
+                .await
+        )
+        .0,
+        409
+    );
+
+    // kube-rs' event recorder (events.k8s.io/v1): create, then patch for a repeat.
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "test".to_owned(),
+            instance: None,
+        },
+    );
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let cm = cms
+        .create(&PostParams::default(), &config_map("evented", &[]))
+        .await
+        .unwrap();
+    let event = Event {
+        type_: EventType::Normal,
+        reason: "Tested".to_owned(),
+        note: Some("hello".to_owned()),
+        action: "Test".to_owned(),
+        secondary: None,
+    };
+    let reference = cm.object_ref(&());
+    recorder.publish(&event, &reference).await.unwrap();
+    recorder.publish(&event, &reference).await.unwrap();
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client, "default");
+    let stored = events.list(&ListParams::default()).await.unwrap();
+    assert_eq!(stored.items.len(), 1);
+    assert_eq!(stored.items[0].reason.as_deref(), Some("Tested"));
+    assert_eq!(stored.items[0].series.as_ref().map(|s| s.count), Some(2));
 }
