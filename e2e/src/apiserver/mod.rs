@@ -6,13 +6,32 @@
 //! [`LocalApiServer::client`] (or point a program at [`LocalApiServer::kubeconfig_path`]), or
 //! run the `local-apiserver` binary.
 //!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use keda_http_e2e::apiserver::LocalApiServer;
+//! use k8s_openapi::api::core::v1::ConfigMap;
+//!
+//! let server = LocalApiServer::start().await?;
+//! let client = server.client().await?; // a real kube::Client
+//! let cms: kube::Api<ConfigMap> = kube::Api::namespaced(client, "default");
+//! // Programs run as processes get `KUBECONFIG=<server.kubeconfig_path()>`.
+//! let _kubeconfig = server.kubeconfig_path();
+//! // Resilience: end every watch, fail the next 3 requests, force relists with 410.
+//! server.faults().close_watches();
+//! server.faults().fail_next(3);
+//! server.faults().compact_history();
+//! # let _ = cms;
+//! # Ok(()) }
+//! ```
+//!
 //! # What it implements
 //! - Objects of any registered kind ([`kinds`]) stored untyped as JSON ([`store`]): create,
 //!   get, list (label/field selectors, `limit`/`continue`, all namespaces), update, patch,
 //!   delete, delete-collection, `status` and `scale` subresources, discovery documents.
 //! - Server-set metadata: a global, monotonically increasing `resourceVersion`; `uid`,
 //!   `creationTimestamp`, `generation` (bumped when anything outside `metadata`/`status`
-//!   changes), `generateName`; no-op writes keep the `resourceVersion` and send no event.
+//!   changes), `generateName`; no-op writes keep the `resourceVersion` and send no event;
+//!   `status` sent on create is dropped for kinds with a status subresource.
 //! - 404 / 409 AlreadyExists / 409 Conflict (stale `resourceVersion`, failed delete
 //!   preconditions) / 410 Gone / 422 Invalid / 401 with Kubernetes `Status` bodies.
 //! - Watches ([`watch`]) with `resourceVersion`, `allowWatchBookmarks`, `timeoutSeconds`,
@@ -21,13 +40,18 @@
 //!   ERROR event with code 410.
 //! - Finalizers (`deletionTimestamp` set, object kept until the finalizers are gone) and
 //!   garbage collection by `ownerReferences`.
+//! - Metadata-only reads and watches (`Accept: ...;as=PartialObjectMetadata`), as
+//!   `Api<PartialObjectMeta<K>>` uses them.
 //! - Fault injection ([`faults`]).
+//! - The namespaces `default`, `kube-system`, `kube-public` and `kube-node-lease` exist at
+//!   start; creating a namespaced object in a namespace that does not exist is a 404.
 //!
 //! # What is deliberately simplified or missing
 //! - **Server-side apply** is an upsert-merge: the applied configuration is merged into the
 //!   live object (maps recursively; lists by merge key for built-in groups, replaced whole for
 //!   custom resources; see [`patch`]). `fieldManager` is recorded in `managedFields`
-//!   (with empty `fieldsV1`), but there is no field ownership: fields a manager stops
+//!   (with empty `fieldsV1`); as on a real server, apply requires `fieldManager` (422) and
+//!   `apiVersion`/`kind` in the body (400). There is no field ownership: fields a manager stops
 //!   applying are not removed, there are no apply conflicts, and `force` has no effect.
 //! - **Strategic merge patch** is approximated for built-in kinds by a table of merge keys
 //!   (listed in [`patch`]); other lists are replaced; only the `$patch` directive is honoured.
@@ -43,6 +67,8 @@
 //!   (honouring its finalizers). `propagationPolicy: Orphan` skips it; `Foreground` is treated
 //!   as background (no `foregroundDeletion` finalizer). Deleting a namespace deletes its
 //!   contents at once (no `Terminating` phase).
+//! - **Leniency:** a `resourceVersion` sent on create is ignored (a real server rejects it);
+//!   `kind`/`apiVersion` may be omitted on create and update (they are filled in).
 //! - **Not implemented:** admission webhooks, validation against OpenAPI/CRD schemas and
 //!   defaulting beyond `Deployment.spec.replicas = 1`, CEL rules, RBAC and authentication
 //!   beyond one bearer token, aggregated discovery, protobuf and Table output, the legacy
