@@ -79,6 +79,8 @@ pub struct PollSummary {
     pub polled: usize,
     /// Polled pods that did not answer.
     pub unreachable: usize,
+    /// Whether any route's concurrency or request total changed (or a route came or went).
+    pub changed: bool,
 }
 
 /// Pure aggregation state; see the module docs.
@@ -97,17 +99,16 @@ impl Aggregator {
     }
 
     /// Replaces the set of interceptor pods: new pods are added (no snapshot yet), departed
-    /// pods are pruned together with their cached counts.
-    pub fn set_interceptors(&mut self, addrs: &BTreeSet<SocketAddr>, now: Duration) {
+    /// pods are pruned together with their cached counts. Returns whether the aggregate
+    /// changed.
+    pub fn set_interceptors(&mut self, addrs: &BTreeSet<SocketAddr>, now: Duration) -> bool {
         let before = self.pods.len();
         self.pods.retain(|addr, _| addrs.contains(addr));
         let pruned = before != self.pods.len();
         for addr in addrs {
             self.pods.entry(*addr).or_default();
         }
-        if pruned {
-            self.recompute(now, &HashMap::new());
-        }
+        pruned && self.recompute(now, &HashMap::new())
     }
 
     /// The pods to poll: every known pod whose push stream has not delivered a snapshot
@@ -123,9 +124,11 @@ impl Aggregator {
             .collect()
     }
 
-    /// Applies one poll cycle. A result for a pod that left the slice is ignored; a result
-    /// whose pod got a newer snapshot (by push) while the poll was in flight is stale and only
-    /// proves the pod reachable.
+    /// Applies one poll cycle. A result for a pod that left the slice is ignored. A result
+    /// only proves the pod reachable, without being applied, when the pod got a newer
+    /// snapshot by push while the poll was in flight, or when its push stream is connected:
+    /// one source at a time per pod keeps snapshots in order, so an old snapshot can never
+    /// pass for a counter reset.
     pub fn apply_poll(
         &mut self,
         now: Duration,
@@ -136,6 +139,7 @@ impl Aggregator {
             endpoints: self.pods.len(),
             polled: results.len(),
             unreachable: 0,
+            changed: false,
         };
         let mut deltas = HashMap::new();
         for result in results {
@@ -149,7 +153,7 @@ impl Aggregator {
                 }
                 Some(counts) => {
                     self.last_contact = Some(now);
-                    if pod.generation == result.target.generation {
+                    if pod.generation == result.target.generation && !pod.push_connected {
                         pod.observe(counts, &mut deltas);
                     } else {
                         pod.reachable = true;
@@ -164,33 +168,42 @@ impl Aggregator {
         {
             self.last_contact = Some(now);
         }
-        self.recompute(now, &deltas);
+        summary.changed = self.recompute(now, &deltas);
         summary
     }
 
-    /// Applies a snapshot pushed by `addr`. Returns false (and ignores it) if the pod is not in
-    /// the slice.
-    pub fn apply_push(&mut self, now: Duration, addr: SocketAddr, counts: QueueCounts) -> bool {
-        let Some(pod) = self.pods.get_mut(&addr) else {
-            return false;
-        };
+    /// Applies a snapshot pushed by `addr`. Returns `None` (and ignores it) if the pod is not
+    /// in the slice, else whether the aggregate changed (including the stream becoming
+    /// connected).
+    pub fn apply_push(
+        &mut self,
+        now: Duration,
+        addr: SocketAddr,
+        counts: QueueCounts,
+    ) -> Option<bool> {
+        let pod = self.pods.get_mut(&addr)?;
         let mut deltas = HashMap::new();
         pod.observe(counts, &mut deltas);
+        let connected_now = !pod.push_connected;
         pod.push_connected = true;
         pod.last_push = Some(now);
         self.last_contact = Some(now);
-        self.recompute(now, &deltas);
-        true
+        let changed = self.recompute(now, &deltas);
+        Some(changed || connected_now)
     }
 
-    /// Records that the push stream of `addr` connected or went down.
-    pub fn set_push_connected(&mut self, addr: SocketAddr, connected: bool) {
-        if let Some(pod) = self.pods.get_mut(&addr) {
-            pod.push_connected = connected;
-            if !connected {
-                pod.last_push = None;
-            }
+    /// Records that the push stream of `addr` connected or went down; returns whether that
+    /// changed anything.
+    pub fn set_push_connected(&mut self, addr: SocketAddr, connected: bool) -> bool {
+        let Some(pod) = self.pods.get_mut(&addr) else {
+            return false;
+        };
+        let changed = pod.push_connected != connected;
+        pod.push_connected = connected;
+        if !connected {
+            pod.last_push = None;
         }
+        changed
     }
 
     /// Number of pods whose push stream is connected.
@@ -259,8 +272,9 @@ impl Aggregator {
     }
 
     /// Recomputes concurrency sums, records `deltas` (and a zero for every other key) into the
-    /// rate histories, and drops keys that no pod reports.
-    fn recompute(&mut self, now: Duration, deltas: &HashMap<String, u64>) {
+    /// rate histories, and drops keys that no pod reports. Returns whether any key's
+    /// concurrency or request total changed, or a key came or went.
+    fn recompute(&mut self, now: Duration, deltas: &HashMap<String, u64>) -> bool {
         let mut sums: BTreeMap<&str, i64> = BTreeMap::new();
         for counts in self.pods.values().filter_map(|p| p.counts.as_ref()) {
             for (key, count) in &counts.0 {
@@ -268,17 +282,24 @@ impl Aggregator {
                 *sum = sum.saturating_add(count.concurrency.max(0));
             }
         }
+        let before = self.keys.len();
         self.keys.retain(|key, _| sums.contains_key(key.as_str()));
+        let mut changed = before != self.keys.len();
         for (key, concurrency) in sums {
             let delta = deltas.get(key).copied().unwrap_or(0);
             let state = match self.keys.get_mut(key) {
                 Some(state) => state,
-                None => self.keys.entry(key.to_owned()).or_default(),
+                None => {
+                    changed = true;
+                    self.keys.entry(key.to_owned()).or_default()
+                }
             };
+            changed |= state.concurrency != concurrency || delta > 0;
             state.concurrency = concurrency;
             state.requests_seen = state.requests_seen.saturating_add(delta);
             state.rate.record(now, delta);
         }
+        changed
     }
 }
 
@@ -550,10 +571,14 @@ mod tests {
         // A poll starts...
         let targets = agg.poll_targets(secs(1), Duration::ZERO);
         // ...a push arrives with a newer snapshot...
-        assert!(agg.apply_push(secs(1), addr(1), counts(&[("ns/a", 1, 1)])));
+        assert_eq!(
+            agg.apply_push(secs(1), addr(1), counts(&[("ns/a", 1, 1)])),
+            Some(true)
+        );
         assert_eq!(agg.concurrency("ns/a"), 1);
         assert_eq!(agg.requests_seen("ns/a"), 1);
         // ...and the poll answers with the older one: ignored, no false counter reset.
+        agg.set_push_connected(addr(1), false);
         let results = targets
             .into_iter()
             .map(|target| PollResult {
@@ -564,12 +589,36 @@ mod tests {
         agg.apply_poll(secs(1), results, Duration::ZERO);
         assert_eq!(agg.concurrency("ns/a"), 1);
         assert_eq!(agg.requests_seen("ns/a"), 1);
-        // A fresh push stream means the pod is not polled.
+        // A fresh push stream means the pod is not polled...
+        assert_eq!(
+            agg.apply_push(secs(1), addr(1), counts(&[("ns/a", 1, 1)])),
+            Some(true),
+            "the stream connected"
+        );
+        assert_eq!(
+            agg.apply_push(secs(1), addr(1), counts(&[("ns/a", 1, 1)])),
+            Some(false),
+            "same counts: nothing to announce"
+        );
         assert!(agg.poll_targets(secs(1), secs(1)).is_empty());
-        assert_eq!(agg.poll_targets(secs(3), secs(1)).len(), 1);
-        agg.set_push_connected(addr(1), false);
+        // ...and while it is connected, poll answers are not applied either.
+        let targets = agg.poll_targets(secs(3), secs(1));
+        let results = targets
+            .into_iter()
+            .map(|target| PollResult {
+                target,
+                counts: Some(counts(&[("ns/a", 0, 0)])),
+            })
+            .collect();
+        let summary = agg.apply_poll(secs(3), results, secs(1));
+        assert!(!summary.changed);
+        assert_eq!(agg.requests_seen("ns/a"), 1);
+        assert!(agg.set_push_connected(addr(1), false));
         assert_eq!(agg.poll_targets(secs(1), secs(1)).len(), 1);
         // Pushes from pods outside the slice are ignored.
-        assert!(!agg.apply_push(secs(1), addr(9), counts(&[("ns/a", 5, 5)])));
+        assert_eq!(
+            agg.apply_push(secs(1), addr(9), counts(&[("ns/a", 5, 5)])),
+            None
+        );
     }
 }

@@ -59,21 +59,32 @@ impl Pinger {
                     }
                     let addrs = self.interceptors.borrow_and_update().clone();
                     let now = self.state.now();
-                    self.state.lock().set_interceptors(&addrs, now);
-                    self.state.announce();
+                    let changed = self.state.lock().set_interceptors(&addrs, now);
+                    if changed {
+                        self.state.announce();
+                    }
                 }
             }
         }
     }
 
+    /// A pod whose push stream delivered within this long is not polled (the interceptor
+    /// heartbeats its stream; two ticks leave room for jitter).
+    fn push_fresh(&self) -> Duration {
+        self.tick.saturating_mul(2)
+    }
+
     async fn poll_once(&mut self) {
         let addrs = self.interceptors.borrow_and_update().clone();
         let now = self.state.now();
-        let targets = {
+        let (targets, pruned) = {
             let mut agg = self.state.lock();
-            agg.set_interceptors(&addrs, now);
-            agg.poll_targets(now, self.tick)
+            let pruned = agg.set_interceptors(&addrs, now);
+            (agg.poll_targets(now, self.push_fresh()), pruned)
         };
+        if pruned {
+            self.state.announce();
+        }
         let started = Instant::now();
         let fetches = targets.into_iter().map(|target| {
             let client = self.client.clone();
@@ -102,10 +113,15 @@ impl Pinger {
         };
         while let Some(result) = pending.next().await {
             let now = self.state.now();
-            let one = self.state.lock().apply_poll(now, vec![result], self.tick);
+            let one = self
+                .state
+                .lock()
+                .apply_poll(now, vec![result], self.push_fresh());
             summary.polled += one.polled;
             summary.unreachable += one.unreachable;
-            self.state.announce();
+            if one.changed {
+                self.state.announce();
+            }
         }
         self.metrics
             .fetch_duration
@@ -113,14 +129,14 @@ impl Pinger {
         let now = self.state.now();
         let (serving, pushes) = {
             let mut agg = self.state.lock();
-            // Also records the push-stream contact when every pod was skipped.
-            agg.apply_poll(now, Vec::new(), self.tick);
+            // Records the push-stream contact when every pod was skipped (and a zero sample
+            // for every route).
+            agg.apply_poll(now, Vec::new(), self.push_fresh());
             (
                 health::is_serving(agg.last_contact(), now, self.tick),
                 agg.push_connected(),
             )
         };
-        self.state.announce();
         if summary.endpoints == 0 || (summary.polled > 0 && summary.unreachable == summary.polled) {
             self.metrics.fetch_errors.inc();
             if summary.endpoints == 0 {

@@ -2,8 +2,9 @@
 //!
 //! Every snapshot line is applied to the aggregate at once and announced, so a route going
 //! from idle to active reaches every open `StreamIsActive` stream without waiting for the poll
-//! tick. While a pod's stream delivers snapshots (at least once per tick), the poll loop skips
-//! that pod; when the stream is down (refused, 404 from an official interceptor, broken,
+//! tick. While a pod's stream delivers snapshots (at least once per two ticks), the poll loop
+//! skips that pod, and while it is connected poll answers from that pod are not applied (one
+//! source at a time keeps snapshots in order); when the stream is down (refused, 404 from an official interceptor, broken,
 //! silent) the pod is polled again and the subscription retries with a capped exponential
 //! backoff.
 
@@ -96,8 +97,8 @@ async fn subscribe(
                         Some(Ok(counts)) => {
                             backoff = BACKOFF_START;
                             let now = state.now();
-                            let applied = state.lock().apply_push(now, addr, counts);
-                            if applied {
+                            let changed = state.lock().apply_push(now, addr, counts);
+                            if changed == Some(true) {
                                 state.announce();
                             }
                         }
@@ -114,7 +115,9 @@ async fn subscribe(
             }
             Err(error) => tracing::debug!(%addr, %error, "push stream unavailable"),
         }
-        state.lock().set_push_connected(addr, false);
+        if state.lock().set_push_connected(addr, false) {
+            state.announce();
+        }
         tokio::time::sleep(backoff).await;
         backoff = backoff.saturating_mul(2).min(BACKOFF_MAX);
     }
