@@ -1,4 +1,5 @@
-//! The `local-apiserver` binary: starts, writes a kubeconfig that kube-rs can use, serves.
+//! The `local-apiserver` binary: starts, applies its seed manifests, writes a kubeconfig
+//! that kube-rs can use, serves.
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
@@ -7,7 +8,7 @@ mod common;
 use std::process::Stdio;
 
 use common::within;
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::ListParams;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
@@ -17,9 +18,18 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 async fn binary_serves_the_kubeconfig_it_writes() {
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
+    let manifest = dir.path().join("seed.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: seeded}\n---\n\
+         apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, namespace: seeded}\ndata: {k: v}\n",
+    )
+    .unwrap();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_local-apiserver"))
         .arg("--kubeconfig")
         .arg(&kubeconfig)
+        .arg("--manifest")
+        .arg(&manifest)
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .stderr(Stdio::piped())
@@ -53,6 +63,9 @@ async fn binary_serves_the_kubeconfig_it_writes() {
             .iter()
             .any(|n| n.metadata.name.as_deref() == Some("default"))
     );
+    let seeded: Api<ConfigMap> = Api::namespaced(namespaces.into_client(), "seeded");
+    let cm = within("a get", seeded.get("c")).await.unwrap();
+    assert_eq!(cm.data.unwrap()["k"], "v");
 
     child.kill().await.unwrap();
 }

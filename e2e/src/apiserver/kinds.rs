@@ -162,6 +162,13 @@ impl KindRegistry {
         })
     }
 
+    /// Looks a kind up by group, version and kind name (as manifests name them).
+    pub fn find_kind(&self, group: &str, version: &str, kind: &str) -> Option<&ResourceKind> {
+        self.kinds
+            .values()
+            .find(|k| k.group == group && k.version == version && k.kind == kind)
+    }
+
     /// All kinds, ordered by (group, version, plural).
     pub fn iter(&self) -> impl Iterator<Item = &ResourceKind> {
         self.kinds.values()

@@ -42,6 +42,7 @@
 //!   garbage collection by `ownerReferences`.
 //! - Metadata-only reads and watches (`Accept: ...;as=PartialObjectMetadata`), as
 //!   `Api<PartialObjectMeta<K>>` uses them.
+//! - Seeding from YAML manifests ([`manifests`], [`LocalApiServer::apply_manifests`]).
 //! - Fault injection ([`faults`]).
 //! - The namespaces `default`, `kube-system`, `kube-public` and `kube-node-lease` exist at
 //!   start; creating a namespaced object in a namespace that does not exist is a 404.
@@ -80,6 +81,7 @@ pub mod error;
 pub mod faults;
 pub mod http;
 pub mod kinds;
+pub mod manifests;
 mod meta;
 pub mod patch;
 pub mod selectors;
@@ -247,6 +249,16 @@ impl LocalApiServer {
     /// object through the API does the same).
     pub fn register_kind(&self, kind: ResourceKind) {
         self.shared.store.register_kind(kind);
+    }
+
+    /// Server-side applies every object of a (multi-document) YAML manifest, in order, with
+    /// `field_manager`; see [`manifests::apply_manifests`].
+    pub fn apply_manifests(
+        &self,
+        yaml: &str,
+        field_manager: &str,
+    ) -> Result<Vec<serde_json::Value>, ApiError> {
+        manifests::apply_manifests(&self.shared.store, yaml, field_manager, "default")
     }
 
     /// Stops accepting connections and ends every connection and watch.

@@ -229,6 +229,11 @@ impl Store {
         self.lock().kinds.get(group, version, plural).cloned()
     }
 
+    /// Looks a served kind up by group, version and kind name.
+    pub fn find_kind(&self, group: &str, version: &str, kind: &str) -> Option<ResourceKind> {
+        self.lock().kinds.find_kind(group, version, kind).cloned()
+    }
+
     /// All served kinds.
     pub fn kinds(&self) -> Vec<ResourceKind> {
         self.lock().kinds.iter().cloned().collect()

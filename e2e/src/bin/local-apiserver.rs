@@ -1,5 +1,5 @@
 //! `local-apiserver`: the in-memory Kubernetes API stand-in as a process. Writes a kubeconfig
-//! for it and serves until SIGINT/SIGTERM.
+//! for it, applies any `--manifest` files, and serves until SIGINT/SIGTERM.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,6 +24,13 @@ struct Args {
     /// Retained watch events (older resourceVersions get 410 Gone).
     #[arg(long, env = "LOCAL_APISERVER_HISTORY", default_value_t = 8192)]
     history: usize,
+    /// YAML manifests to server-side apply at start (CRDs, seed objects); repeatable.
+    #[arg(
+        long = "manifest",
+        env = "LOCAL_APISERVER_MANIFESTS",
+        value_delimiter = ','
+    )]
+    manifests: Vec<PathBuf>,
     /// Seconds between bookmarks on idle watches.
     #[arg(long, env = "LOCAL_APISERVER_BOOKMARK_SECONDS", default_value_t = 10)]
     bookmark_seconds: u64,
@@ -46,6 +53,14 @@ async fn main() -> anyhow::Result<()> {
         config.token = token;
     }
     let server = LocalApiServer::start_with(config).await?;
+    for path in &args.manifests {
+        let yaml = std::fs::read_to_string(path)
+            .with_context(|| format!("read manifest {}", path.display()))?;
+        let applied = server
+            .apply_manifests(&yaml, "local-apiserver")
+            .with_context(|| format!("apply manifest {}", path.display()))?;
+        tracing::info!(manifest = %path.display(), objects = applied.len(), "manifest applied");
+    }
     let kubeconfig = match args.kubeconfig {
         Some(path) => {
             std::fs::write(&path, server.kubeconfig_yaml())
