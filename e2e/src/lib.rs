@@ -7,9 +7,9 @@
 //! - [`apiserver`]: the in-memory Kubernetes API server ([`apiserver::LocalApiServer`]) with
 //!   its kind registry (`kinds`), object store and event history (`store`), watches (`watch`),
 //!   selectors (`selectors`), patch types (`patch`), discovery documents (`discovery`), HTTP
-//!   routing (`http`), errors as Kubernetes `Status` (`error`) and fault injection (`faults`).
-//!   Its module docs list what is deliberately simplified. The `local-apiserver` binary runs
-//!   it standalone.
+//!   routing (`http`), errors as Kubernetes `Status` (`error`), fault injection (`faults`)
+//!   and seeding from YAML manifests (`manifests`). Its module docs list what is deliberately
+//!   simplified. The `local-apiserver` binary runs it standalone.
 //! - [`keda`]: the KEDA stand-in ([`keda::KedaStandIn`]): drives an external scaler over gRPC
 //!   as KEDA does and plays the HPA (`decision` holds the formula and the scale executor).
 //! - [`simulator`]: the workload simulator ([`simulator::Simulator`]): runs a Deployment's
