@@ -457,6 +457,19 @@ async fn creating_a_crd_serves_its_kind() {
     }))
     .unwrap();
     crds.create(&PostParams::default(), &crd).await.unwrap();
+    // Established at once, so kube-rs' `is_crd_established` wait returns.
+    let typed: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(client.clone());
+    within(
+        "the CRD to be established",
+        kube::runtime::wait::await_condition(
+            typed,
+            "widgets.example.com",
+            kube::runtime::wait::conditions::is_crd_established(),
+        ),
+    )
+    .await
+    .unwrap();
     let widgets = common::dynamic(
         &client,
         "default",

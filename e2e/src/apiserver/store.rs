@@ -1118,6 +1118,27 @@ fn apply_defaults(kind: &ResourceKind, body: &mut Value) {
     }
     match (kind.group.as_str(), kind.plural.as_str()) {
         ("", "namespaces") => set_top(body, "status", Some(json!({"phase": "Active"}))),
+        ("apiextensions.k8s.io", "customresourcedefinitions") => {
+            // No controller establishes CRDs here: they are served as soon as they exist.
+            let names = body["spec"]["names"].clone();
+            let status = json!({
+                "acceptedNames": names,
+                "conditions": [
+                    {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts",
+                     "lastTransitionTime": meta::now()},
+                    {"type": "Established", "status": "True", "reason": "InitialNamesAccepted",
+                     "lastTransitionTime": meta::now()},
+                ],
+                "storedVersions": body["spec"]["versions"]
+                    .as_array()
+                    .map(|vs| vs.iter()
+                        .filter(|v| v["storage"].as_bool() == Some(true))
+                        .map(|v| v["name"].clone())
+                        .collect::<Vec<_>>())
+                    .unwrap_or_default(),
+            });
+            set_top(body, "status", Some(status));
+        }
         ("apps", "deployments") => {
             if let Some(spec) = body.get_mut("spec").and_then(Value::as_object_mut) {
                 spec.entry("replicas").or_insert(json!(1));
