@@ -15,9 +15,12 @@
 //! - [`simulator`]: the workload simulator ([`simulator::Simulator`]): runs a Deployment's
 //!   replicas as processes on loopback ports and publishes their EndpointSlices and the
 //!   Deployment status. The `e2e-backend` binary is a minimal workload for its tests.
+//! - [`harness`]: starts the API (local or `E2E_API=external`), the simulator, the KEDA
+//!   stand-in and the product binaries, applies manifests and tears everything down.
 //!
 //! Not here yet: the scenarios and `demo`.
 
 pub mod apiserver;
+pub mod harness;
 pub mod keda;
 pub mod simulator;

@@ -1,0 +1,576 @@
+//! The harness: the whole system on one machine for scenarios and the demo.
+//!
+//! [`Harness::start`] brings up, in order:
+//!
+//! 1. the API: the in-memory [`LocalApiServer`] (default), or with `E2E_API=external` the
+//!    server `KUBECONFIG` points at (the harness then installs our CRDs and the `keda.sh`
+//!    ScaledObject CRD it ships);
+//! 2. the add-on's Services in namespace `keda` (interceptor admin and proxy, external
+//!    scaler), without selectors, and EndpointSlices pointing at the loopback ports the real
+//!    processes listen on, so the scaler finds the interceptor's admin endpoint as in a cluster;
+//! 3. the workload [`Simulator`] (commands from a [`CommandTable`]; the `hello` image runs
+//!    the `hello` binary from the binary directory when it exists);
+//! 4. the [`KedaStandIn`] over gRPC, with `keda-add-ons-http-external-scaler.keda:9090`
+//!    mapped to the scaler's loopback port in its [`AddressTable`];
+//! 5. the product binaries that are enabled ([`Components`]): scaler, interceptor, operator,
+//!    configured by kubeconfig and the environment variables the chart sets, each awaited
+//!    until its port accepts connections.
+//!
+//! # Where the binaries come from
+//!
+//! Cargo only gives integration tests the paths of their own crate's binaries
+//! (`CARGO_BIN_EXE_*`), so the product binaries are taken from a directory:
+//! `KEDA_HTTP_E2E_BIN_DIR` if set, else the directory of the running executable (with a
+//! trailing `deps/` removed, i.e. `target/debug` for tests). Build them first
+//! (`cargo build -p keda-http-interceptor -p keda-http-scaler -p keda-http-operator -p hello`)
+//! or call [`build_binaries`], which runs exactly that with `$CARGO`.
+//!
+//! Every process the harness starts is spawned with `kill_on_drop`: dropping the harness (also
+//! while a test panics) kills them; [`Harness::stop`] stops them with `SIGTERM` first. The
+//! harness never signals a process it did not start.
+//!
+//! Limitation with `E2E_API=external`: a real kube-apiserver refuses loopback addresses in
+//! EndpointSlices, so the workloads must listen on routable addresses there (see TOOLS.md on
+//! network namespaces); the simulator still publishes 127.0.0.1.
+
+pub mod manifests;
+pub mod process;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::Client;
+use serde_json::json;
+
+use crate::apiserver::LocalApiServer;
+use crate::keda::grpc::GrpcConnector;
+use crate::keda::{AddressTable, KedaConfig, KedaStandIn};
+use crate::simulator::{CommandSpec, CommandTable, Simulator, SimulatorConfig};
+use process::{ManagedProcess, free_port, wait_listening};
+
+/// The add-on's namespace.
+pub const NAMESPACE: &str = "keda";
+/// The interceptor admin Service (the scaler discovers interceptors through its slices).
+pub const INTERCEPTOR_ADMIN_SERVICE: &str = "keda-add-ons-http-interceptor-admin";
+/// The interceptor proxy Service.
+pub const INTERCEPTOR_PROXY_SERVICE: &str = "keda-add-ons-http-interceptor-proxy";
+/// The interceptor Deployment name (configuration only; it runs as a process).
+pub const INTERCEPTOR_DEPLOYMENT: &str = "keda-add-ons-http-interceptor";
+/// The external scaler Service.
+pub const SCALER_SERVICE: &str = "keda-add-ons-http-external-scaler";
+/// The scaler Service port written into `scalerAddress`.
+pub const SCALER_SERVICE_PORT: u16 = 9090;
+/// Environment variable selecting the API: `external` uses `KUBECONFIG`.
+pub const ENV_API: &str = "E2E_API";
+/// Environment variable naming the directory of the product binaries.
+pub const ENV_BIN_DIR: &str = "KEDA_HTTP_E2E_BIN_DIR";
+
+/// Harness errors.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The local API server did not start.
+    #[error("local API server: {0}")]
+    Api(#[from] crate::apiserver::Error),
+    /// A Kubernetes call failed.
+    #[error("{what}: {source}")]
+    Kube {
+        /// What the harness was doing.
+        what: String,
+        /// The error.
+        #[source]
+        source: kube::Error,
+    },
+    /// A manifest is malformed.
+    #[error("manifest: {0}")]
+    Manifest(String),
+    /// A configuration problem (environment, missing binary).
+    #[error("{0}")]
+    Config(String),
+    /// No free port.
+    #[error("allocating a port: {0}")]
+    Port(#[source] std::io::Error),
+    /// A process could not be started.
+    #[error("starting {name} ({program}): {source}")]
+    Spawn {
+        /// Component.
+        name: String,
+        /// Program path.
+        program: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A process exited during startup.
+    #[error("{name} exited during startup: {status}")]
+    Exited {
+        /// Component.
+        name: String,
+        /// Exit status.
+        status: String,
+    },
+    /// A process did not listen in time.
+    #[error("{name} did not listen on 127.0.0.1:{port} in time")]
+    NotListening {
+        /// Component.
+        name: String,
+        /// The port.
+        port: u16,
+    },
+    /// `cargo build` failed.
+    #[error("cargo build failed: {0}")]
+    Build(String),
+}
+
+/// Which API server to use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ApiChoice {
+    /// The in-memory API server.
+    Local,
+    /// The server of this kubeconfig file.
+    External(PathBuf),
+}
+
+impl ApiChoice {
+    /// `E2E_API=external` with `KUBECONFIG` → external; unset or `local` → local.
+    pub fn from_env() -> Result<Self, Error> {
+        match std::env::var(ENV_API).ok().as_deref() {
+            None | Some("" | "local") => Ok(Self::Local),
+            Some("external") => std::env::var_os("KUBECONFIG")
+                .map(|p| Self::External(PathBuf::from(p)))
+                .ok_or_else(|| Error::Config(format!("{ENV_API}=external needs KUBECONFIG"))),
+            Some(other) => Err(Error::Config(format!(
+                "{ENV_API}={other}: expected `local` or `external`"
+            ))),
+        }
+    }
+}
+
+/// Which product binaries to start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Components {
+    /// `keda-http-interceptor`.
+    pub interceptor: bool,
+    /// `keda-http-scaler`.
+    pub scaler: bool,
+    /// `keda-http-operator`.
+    pub operator: bool,
+}
+
+impl Components {
+    /// All three.
+    pub fn all() -> Self {
+        Self {
+            interceptor: true,
+            scaler: true,
+            operator: true,
+        }
+    }
+
+    /// None: only the local cluster.
+    pub fn none() -> Self {
+        Self {
+            interceptor: false,
+            scaler: false,
+            operator: false,
+        }
+    }
+}
+
+/// Harness settings.
+#[derive(Clone, Debug)]
+pub struct HarnessConfig {
+    /// The API server.
+    pub api: ApiChoice,
+    /// Where the product binaries are.
+    pub bin_dir: PathBuf,
+    /// Which of them to start.
+    pub components: Components,
+    /// KEDA stand-in timings.
+    pub keda: KedaConfig,
+    /// Simulator timings.
+    pub simulator: SimulatorConfig,
+    /// Extra environment for every product binary (after the harness's own).
+    pub component_env: Vec<(String, String)>,
+    /// Let the product binaries write to this process's stdout/stderr.
+    pub inherit_output: bool,
+    /// How long each product binary may take to listen.
+    pub startup_timeout: Duration,
+    /// `SIGTERM` → `SIGKILL` when stopping.
+    pub grace: Duration,
+}
+
+impl HarnessConfig {
+    /// The API from the environment, binaries from [`bin_dir`], everything started, fast
+    /// KEDA timings.
+    pub fn from_env() -> Result<Self, Error> {
+        Ok(Self {
+            api: ApiChoice::from_env()?,
+            bin_dir: bin_dir(),
+            components: Components::all(),
+            keda: KedaConfig::fast(),
+            simulator: SimulatorConfig::default(),
+            component_env: Vec::new(),
+            inherit_output: false,
+            startup_timeout: Duration::from_secs(30),
+            grace: Duration::from_secs(10),
+        })
+    }
+}
+
+/// `KEDA_HTTP_E2E_BIN_DIR`, else the running executable's directory without a trailing
+/// `deps` (so `target/debug` for tests and binaries alike).
+pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os(ENV_BIN_DIR) {
+        return PathBuf::from(dir);
+    }
+    let exe_dir = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_default();
+    if exe_dir.file_name().is_some_and(|n| n == "deps") {
+        exe_dir.parent().map(Path::to_path_buf).unwrap_or(exe_dir)
+    } else {
+        exe_dir
+    }
+}
+
+/// Runs `$CARGO build -p <package>...` (debug profile) and waits for it.
+pub async fn build_binaries(packages: &[&str]) -> Result<(), Error> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = tokio::process::Command::new(cargo);
+    command.arg("build").arg("--quiet");
+    for package in packages {
+        command.arg("-p").arg(package);
+    }
+    let status = command
+        .kill_on_drop(true)
+        .status()
+        .await
+        .map_err(|e| Error::Build(e.to_string()))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(Error::Build(status.to_string()))
+    }
+}
+
+/// The loopback ports of the product binaries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ports {
+    /// Interceptor proxy.
+    pub proxy: u16,
+    /// Interceptor admin (`/queue`).
+    pub admin: u16,
+    /// Interceptor metrics.
+    pub interceptor_metrics: u16,
+    /// Scaler gRPC.
+    pub scaler: u16,
+    /// Scaler metrics.
+    pub scaler_metrics: u16,
+    /// Operator metrics.
+    pub operator_metrics: u16,
+    /// Operator health probes.
+    pub operator_probes: u16,
+}
+
+impl Ports {
+    fn allocate() -> Result<Self, Error> {
+        Ok(Self {
+            proxy: free_port()?,
+            admin: free_port()?,
+            interceptor_metrics: free_port()?,
+            scaler: free_port()?,
+            scaler_metrics: free_port()?,
+            operator_metrics: free_port()?,
+            operator_probes: free_port()?,
+        })
+    }
+}
+
+/// The running system.
+pub struct Harness {
+    // Field order is drop order: processes first, the API server last.
+    processes: Vec<ManagedProcess>,
+    keda: Option<KedaStandIn>,
+    simulator: Option<Simulator>,
+    client: Client,
+    kubeconfig: PathBuf,
+    addresses: AddressTable,
+    commands: CommandTable,
+    ports: Ports,
+    grace: Duration,
+    api: Option<LocalApiServer>,
+}
+
+impl Harness {
+    /// Starts everything `config` asks for (see the module docs).
+    pub async fn start(config: HarnessConfig) -> Result<Self, Error> {
+        let (api, client, kubeconfig) = match &config.api {
+            ApiChoice::Local => {
+                let server = LocalApiServer::start().await?;
+                let client = server.client().await?;
+                let path = server.kubeconfig_path().to_path_buf();
+                (Some(server), client, path)
+            }
+            ApiChoice::External(path) => {
+                let client = external_client(path).await?;
+                install_crds(&client).await?;
+                (None, client, path.clone())
+            }
+        };
+        let ports = Ports::allocate()?;
+        install_addon_services(&client, &ports).await?;
+
+        let addresses = AddressTable::new();
+        addresses.insert(
+            &format!("{SCALER_SERVICE}.{NAMESPACE}:{SCALER_SERVICE_PORT}"),
+            &format!("127.0.0.1:{}", ports.scaler),
+        );
+        let commands = CommandTable::new();
+        let hello = config.bin_dir.join("hello");
+        if hello.exists() {
+            commands.for_image("hello", CommandSpec::new(hello));
+        }
+        let mut harness = Self {
+            processes: Vec::new(),
+            keda: None,
+            simulator: Some(Simulator::start(
+                client.clone(),
+                config.simulator.clone(),
+                commands.clone(),
+            )),
+            client: client.clone(),
+            kubeconfig,
+            addresses: addresses.clone(),
+            commands,
+            ports,
+            grace: config.grace,
+            api,
+        };
+        harness.keda = Some(KedaStandIn::start(
+            client,
+            config.keda,
+            addresses,
+            Arc::new(GrpcConnector::new()),
+        ));
+        harness.start_components(&config).await?;
+        Ok(harness)
+    }
+
+    async fn start_components(&mut self, config: &HarnessConfig) -> Result<(), Error> {
+        let kubeconfig = self.kubeconfig.display().to_string();
+        let p = self.ports;
+        let common = |mut env: Vec<(String, String)>| {
+            env.push(("KUBECONFIG".into(), kubeconfig.clone()));
+            env.push(("KEDA_HTTP_LOG_FORMAT".into(), "console".into()));
+            env.extend(config.component_env.iter().cloned());
+            env
+        };
+        let kv = |k: &str, v: String| (k.to_owned(), v);
+        if config.components.scaler {
+            let env = common(vec![
+                kv("KEDA_HTTP_SCALER_PORT", p.scaler.to_string()),
+                kv("KEDA_HTTP_SCALER_TARGET_ADMIN_NAMESPACE", NAMESPACE.into()),
+                kv(
+                    "KEDA_HTTP_SCALER_TARGET_ADMIN_SERVICE",
+                    INTERCEPTOR_ADMIN_SERVICE.into(),
+                ),
+                kv(
+                    "KEDA_HTTP_SCALER_TARGET_ADMIN_DEPLOYMENT",
+                    INTERCEPTOR_DEPLOYMENT.into(),
+                ),
+                kv("KEDA_HTTP_SCALER_TARGET_ADMIN_PORT", p.admin.to_string()),
+                kv("OTEL_PROM_EXPORTER_PORT", p.scaler_metrics.to_string()),
+            ]);
+            self.spawn(config, "keda-http-scaler", &[], &env, p.scaler)
+                .await?;
+        }
+        if config.components.interceptor {
+            let env = common(vec![
+                kv("KEDA_HTTP_PROXY_PORT", p.proxy.to_string()),
+                kv("KEDA_HTTP_ADMIN_PORT", p.admin.to_string()),
+                kv("KEDA_HTTP_BIND_ADDRESS", "127.0.0.1".into()),
+                kv("OTEL_PROM_EXPORTER_PORT", p.interceptor_metrics.to_string()),
+                kv("KEDA_HTTP_SHUTDOWN_DELAY", "0s".into()),
+                kv("KEDA_HTTP_DRAIN_TIMEOUT", "5s".into()),
+            ]);
+            self.spawn(config, "keda-http-interceptor", &[], &env, p.proxy)
+                .await?;
+        }
+        if config.components.operator {
+            let env = common(vec![
+                kv(
+                    "KEDA_HTTP_OPERATOR_EXTERNAL_SCALER_SERVICE",
+                    SCALER_SERVICE.into(),
+                ),
+                kv(
+                    "KEDA_HTTP_OPERATOR_EXTERNAL_SCALER_PORT",
+                    SCALER_SERVICE_PORT.to_string(),
+                ),
+                kv("KEDA_HTTP_OPERATOR_NAMESPACE", NAMESPACE.into()),
+            ]);
+            let args = [
+                format!("--metrics-bind-address=127.0.0.1:{}", p.operator_metrics),
+                format!(
+                    "--health-probe-bind-address=127.0.0.1:{}",
+                    p.operator_probes
+                ),
+            ];
+            self.spawn(config, "keda-http-operator", &args, &env, p.operator_probes)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn spawn(
+        &mut self,
+        config: &HarnessConfig,
+        binary: &str,
+        args: &[String],
+        env: &[(String, String)],
+        port: u16,
+    ) -> Result<(), Error> {
+        let program = config.bin_dir.join(binary);
+        if !program.exists() {
+            return Err(Error::Config(format!(
+                "{} not found; build it (cargo build -p {binary}) or set {ENV_BIN_DIR}",
+                program.display()
+            )));
+        }
+        let mut process =
+            ManagedProcess::spawn(binary, &program, args, env, config.inherit_output)?;
+        let waited = wait_listening(&mut process, port, config.startup_timeout).await;
+        // Keep it even on failure, so it is stopped with the rest.
+        self.processes.push(process);
+        waited
+    }
+
+    /// A client of the API server.
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// The kubeconfig the product binaries use.
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// The in-memory API server, when used.
+    pub fn local_api(&self) -> Option<&LocalApiServer> {
+        self.api.as_ref()
+    }
+
+    /// The product binaries' ports.
+    pub fn ports(&self) -> Ports {
+        self.ports
+    }
+
+    /// The interceptor proxy's address.
+    pub fn proxy_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.ports.proxy))
+    }
+
+    /// The KEDA stand-in's address table (scaler addresses → loopback).
+    pub fn addresses(&self) -> &AddressTable {
+        &self.addresses
+    }
+
+    /// The simulator's command table (Deployments → commands).
+    pub fn commands(&self) -> &CommandTable {
+        &self.commands
+    }
+
+    /// Applies a (multi-document) YAML manifest; see [`manifests::apply_yaml`].
+    pub async fn apply_yaml(
+        &self,
+        yaml: &str,
+        default_namespace: &str,
+    ) -> Result<Vec<String>, Error> {
+        manifests::apply_yaml(&self.client, yaml, default_namespace).await
+    }
+
+    /// Stops the product binaries (`SIGTERM`, grace period), then the KEDA stand-in and the
+    /// simulator (its pods gracefully), then the API server.
+    pub async fn stop(mut self) {
+        while let Some(process) = self.processes.pop() {
+            let name = process.name().to_owned();
+            let status = process.stop(self.grace).await;
+            tracing::debug!(process = %name, %status, "stopped");
+        }
+        if let Some(keda) = self.keda.take() {
+            keda.stop().await;
+        }
+        if let Some(simulator) = self.simulator.take() {
+            simulator.stop().await;
+        }
+    }
+}
+
+async fn external_client(path: &Path) -> Result<Client, Error> {
+    let kubeconfig = kube::config::Kubeconfig::read_from(path)
+        .map_err(|e| Error::Config(format!("reading {}: {e}", path.display())))?;
+    let config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .map_err(|e| Error::Config(format!("kubeconfig {}: {e}", path.display())))?;
+    Client::try_from(config).map_err(|source| Error::Kube {
+        what: "building the client".into(),
+        source,
+    })
+}
+
+/// Installs our CRDs and the `keda.sh` ScaledObject CRD (external API servers only).
+async fn install_crds(client: &Client) -> Result<(), Error> {
+    let mut crds = keda_http_api::crd::crds();
+    crds.push(keda_http_api::crd::keda_scaled_object_crd());
+    for crd in crds {
+        let value =
+            keda_http_api::crd::crd_value(&crd).map_err(|e| Error::Manifest(e.to_string()))?;
+        manifests::apply_value(client, value, NAMESPACE).await?;
+    }
+    Ok(())
+}
+
+/// The add-on's Services (no selectors: the processes are not simulated pods) and
+/// EndpointSlices pointing at the processes' loopback ports.
+async fn install_addon_services(client: &Client, ports: &Ports) -> Result<(), Error> {
+    let namespace = json!({ "apiVersion": "v1", "kind": "Namespace",
+        "metadata": { "name": NAMESPACE } });
+    manifests::apply_value(client, namespace, NAMESPACE).await?;
+    let services = [
+        (INTERCEPTOR_ADMIN_SERVICE, "admin", 9090, ports.admin),
+        (INTERCEPTOR_PROXY_SERVICE, "proxy", 8080, ports.proxy),
+        (SCALER_SERVICE, "grpc", SCALER_SERVICE_PORT, ports.scaler),
+    ];
+    for (name, port_name, service_port, local_port) in services {
+        let service = json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": { "name": name, "namespace": NAMESPACE },
+            "spec": { "ports": [{ "name": port_name, "port": service_port, "protocol": "TCP" }] }
+        });
+        manifests::apply_value(client, service, NAMESPACE).await?;
+        let slice = json!({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {
+                "name": format!("{name}-local"),
+                "namespace": NAMESPACE,
+                "labels": {
+                    crate::simulator::slices::SERVICE_NAME_LABEL: name,
+                    "endpointslice.kubernetes.io/managed-by": "e2e.keda-http/harness",
+                },
+            },
+            "addressType": "IPv4",
+            "endpoints": [{
+                "addresses": ["127.0.0.1"],
+                "conditions": { "ready": true, "serving": true, "terminating": false },
+            }],
+            "ports": [{ "name": port_name, "port": local_port, "protocol": "TCP" }],
+        });
+        manifests::apply_value(client, slice, NAMESPACE).await?;
+    }
+    Ok(())
+}
