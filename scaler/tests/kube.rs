@@ -225,6 +225,21 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A plain HTTP/1.0 GET on loopback; the whole response as text.
+async fn http_get(port: u16, path: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    let mut out = String::new();
+    stream.read_to_string(&mut out).await.expect("read");
+    out
+}
+
 struct KillOnDrop(Child);
 
 impl Drop for KillOnDrop {
@@ -258,6 +273,7 @@ async fn the_binary_serves_keda_from_a_kubeconfig_and_exits_cleanly_on_sigterm()
             .expect("create slice");
 
         let grpc_port = free_port();
+        let metrics_port = free_port();
         let mut child = Command::new(env!("CARGO_BIN_EXE_keda-http-scaler"))
             .env("KUBECONFIG", server.kubeconfig_path())
             .env("KEDA_HTTP_SCALER_PORT", grpc_port.to_string())
@@ -265,7 +281,7 @@ async fn the_binary_serves_keda_from_a_kubeconfig_and_exits_cleanly_on_sigterm()
             .env("KEDA_HTTP_SCALER_TARGET_ADMIN_SERVICE", ADMIN)
             .env("KEDA_HTTP_SCALER_TARGET_ADMIN_PORT", "1")
             .env("KEDA_HTTP_QUEUE_TICK_DURATION", "100ms")
-            .env("OTEL_PROM_EXPORTER_PORT", free_port().to_string())
+            .env("OTEL_PROM_EXPORTER_PORT", metrics_port.to_string())
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
@@ -326,6 +342,18 @@ async fn the_binary_serves_keda_from_a_kubeconfig_and_exits_cleanly_on_sigterm()
             .metric_specs;
         assert_eq!(specs[0].metric_name, "http-apps_002Flegacy");
         assert_eq!(specs[0].target_size, 25);
+
+        // Prometheus text with the upstream names on the metrics port.
+        let metrics = http_get(metrics_port, "/metrics").await;
+        assert!(
+            metrics.starts_with("HTTP/1.0 200") || metrics.starts_with("HTTP/1.1 200"),
+            "{metrics}"
+        );
+        assert!(metrics.contains("scaler_pinger_endpoints 1"), "{metrics}");
+        assert!(
+            metrics.contains("scaler_pinger_fetch_duration_seconds_bucket"),
+            "{metrics}"
+        );
 
         let pid = child.0.id().to_string();
         let status = Command::new("kill")
