@@ -6,12 +6,12 @@
 //! graceful shutdown. It does not decide replica counts (the scaler and KEDA do) and, for
 //! now, does not talk to Kubernetes: routes arrive through [`RouteTableHandle::install`] and
 //! endpoints through an [`EndpointSource`], the two seams the Kubernetes watches plug into.
-//! Cold-start holding and the TLS listener are not implemented yet (a target without ready
-//! endpoints answers 503; enabling TLS is a startup error).
+//! Cold-start holding is not implemented yet: a target without ready endpoints answers 503.
 //!
 //! Modules, one concern each: [`config`] (settings), [`routing`] (the table), [`queue`]
 //! (counters), [`endpoints`] (ready sets and load balancing), [`proxy`] (server, forwarding,
-//! protocols), [`admin`], [`metrics`], [`files`] (static routes/endpoints), and the shutdown
+//! protocols), [`tls`] (the TLS listener's certificates), [`admin`], [`metrics`], [`files`]
+//! (static routes/endpoints), and the shutdown
 //! sequence in [`Interceptor::run`].
 //!
 //! Tests start the whole interceptor in-process:
@@ -40,6 +40,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod queue;
 pub mod routing;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -67,9 +68,9 @@ pub enum Error {
     /// A listener could not be bound.
     #[error(transparent)]
     Bind(#[from] server::ServerError),
-    /// A setting asks for something not implemented yet.
-    #[error("{0} is not implemented yet")]
-    NotImplemented(&'static str),
+    /// The TLS listener could not be configured.
+    #[error("TLS listener: {0}")]
+    Tls(#[from] tls::TlsError),
 }
 
 /// The addresses actually bound (useful with port 0).
@@ -81,6 +82,8 @@ pub struct BoundAddrs {
     pub admin: SocketAddr,
     /// Metrics listener, if enabled.
     pub metrics: Option<SocketAddr>,
+    /// TLS proxy listener, if enabled.
+    pub tls: Option<SocketAddr>,
 }
 
 /// Where the interceptor is in its life.
@@ -103,6 +106,7 @@ pub struct Interceptor {
     proxy_listener: TcpListener,
     admin_listener: TcpListener,
     metrics_listener: Option<TcpListener>,
+    tls_listener: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
     addrs: BoundAddrs,
     routes: RouteTableHandle,
     queue: Arc<Queue>,
@@ -124,12 +128,14 @@ impl Interceptor {
     /// `endpoints`. No routing table is installed yet: `/readyz` answers 503 until
     /// [`RouteTableHandle::install`] has run once.
     pub async fn bind(config: Config, endpoints: Arc<dyn EndpointSource>) -> Result<Self, Error> {
-        if config.proxy_tls_enabled {
-            return Err(Error::NotImplemented(
-                "the TLS proxy listener (KEDA_HTTP_PROXY_TLS_ENABLED=true)",
-            ));
-        }
         let ip = config.bind_address;
+        let (tls_listener, tls_addr) = if config.proxy_tls_enabled {
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(&config)?);
+            let (l, a) = server::bind(SocketAddr::new(ip, config.proxy_tls_port)).await?;
+            (Some((l, acceptor)), Some(a))
+        } else {
+            (None, None)
+        };
         let (proxy_listener, proxy) = server::bind(SocketAddr::new(ip, config.proxy_port)).await?;
         let (admin_listener, admin) = server::bind(SocketAddr::new(ip, config.admin_port)).await?;
         let (metrics_listener, metrics_addr) = if config.otel_prom_exporter_enabled {
@@ -157,10 +163,12 @@ impl Interceptor {
             proxy_listener,
             admin_listener,
             metrics_listener,
+            tls_listener,
             addrs: BoundAddrs {
                 proxy,
                 admin,
                 metrics: metrics_addr,
+                tls: tls_addr,
             },
             routes,
             queue,
@@ -200,6 +208,7 @@ impl Interceptor {
             proxy_listener,
             admin_listener,
             metrics_listener,
+            tls_listener,
             routes,
             queue,
             proxy,
@@ -221,10 +230,22 @@ impl Interceptor {
         let proxy_task = tokio::spawn(server::serve(
             proxy_listener,
             builder.clone(),
+            None,
             move |req, addr| Arc::clone(&handler_proxy).handle(req, Peer { addr, tls: false }),
             stop_proxy.clone(),
             hard_stop.clone(),
         ));
+        let tls_task = tls_listener.map(|(listener, acceptor)| {
+            let handler_proxy = Arc::clone(&proxy);
+            tokio::spawn(server::serve(
+                listener,
+                builder.clone(),
+                Some(acceptor),
+                move |req, addr| Arc::clone(&handler_proxy).handle(req, Peer { addr, tls: true }),
+                stop_proxy.clone(),
+                hard_stop.clone(),
+            ))
+        });
 
         let admin = Admin {
             routes,
@@ -234,6 +255,7 @@ impl Interceptor {
         let admin_task = tokio::spawn(server::serve(
             admin_listener,
             builder.clone(),
+            None,
             move |req, _| admin.clone().handle(req),
             stop_admin.clone(),
             stop_admin.clone(),
@@ -242,6 +264,7 @@ impl Interceptor {
             tokio::spawn(server::serve(
                 listener,
                 builder.clone(),
+                None,
                 move |req, _| {
                     let response = admin::metrics(&registry, &req);
                     async move { response }
@@ -257,11 +280,14 @@ impl Interceptor {
         phase.send_replace(Phase::Draining);
         tokio::time::sleep(config.shutdown_delay).await;
 
-        tracing::info!(timeout = ?config.drain_timeout, "shutdown: closing listeners, draining");
+        tracing::info!(timeout = ?config.drain_timeout, "shutdown: closing the proxy listeners, draining");
         phase.send_replace(Phase::Closing);
         stop_proxy.cancel();
         let drained = async {
             let _ = proxy_task.await;
+            if let Some(task) = tls_task {
+                let _ = task.await;
+            }
             proxy.upgraded().close();
             proxy.upgraded().wait().await;
         };

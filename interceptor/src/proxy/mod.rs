@@ -5,7 +5,8 @@
 //!
 //! 1. **validate**: `CONNECT` → 405; an absolute-form HTTP/1 request target → 404 (never an
 //!    open proxy); a missing (HTTP/1.1), repeated or malformed `Host` → 400; both
-//!    `Content-Length` and `Transfer-Encoding` → 400. hyper itself answers malformed request
+//!    `Content-Length` and `Transfer-Encoding` → 400 (detected by [`framing`], since hyper
+//!    drops the Content-Length of such a request). hyper itself answers malformed request
 //!    lines and headers (400), oversized header sections (431) and slow headers (the
 //!    header-read timeout closes the connection).
 //! 2. **route**: one `ArcSwap` load of the [`RouteTable`](crate::routing::RouteTable); no
@@ -22,6 +23,7 @@
 pub mod body;
 pub mod error;
 pub mod forward;
+pub mod framing;
 pub mod server;
 
 use std::net::SocketAddr;
@@ -161,8 +163,12 @@ impl Proxy {
             // Absolute-form target: we are not a forward proxy.
             return Err(ProxyError::NoRoute);
         }
-        if req.headers().contains_key(header::CONTENT_LENGTH)
-            && req.headers().contains_key(header::TRANSFER_ENCODING)
+        if req
+            .extensions()
+            .get::<framing::AmbiguousFraming>()
+            .is_some()
+            || (req.headers().contains_key(header::CONTENT_LENGTH)
+                && req.headers().contains_key(header::TRANSFER_ENCODING))
         {
             return Err(ProxyError::BadRequest(
                 "both Content-Length and Transfer-Encoding",

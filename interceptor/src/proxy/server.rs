@@ -1,9 +1,10 @@
-//! Accept loops: HTTP/1.1 and h2c (prior knowledge) on one port, with header-read timeout and
+//! Accept loops: HTTP/1.1 and h2c (prior knowledge) on one port, or HTTP/1.1 and h2 over TLS, with header-read timeout and
 //! header size limits, and two-step shutdown (graceful, then hard).
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -12,9 +13,15 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use super::framing::{AmbiguousFraming, ConnFraming, SniffIo};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+/// Bound on a client's TLS handshake.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Errors binding a listener.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +80,7 @@ pub fn builder(limits: Limits) -> auto::Builder<TokioExecutor> {
 pub async fn serve<H, Fut, B>(
     listener: TcpListener,
     builder: auto::Builder<TokioExecutor>,
+    tls: Option<TlsAcceptor>,
     handler: H,
     stop: CancellationToken,
     hard_stop: CancellationToken,
@@ -96,14 +104,39 @@ pub async fn serve<H, Fut, B>(
                 }
             },
         };
-        connections.spawn(connection(
-            stream,
-            peer,
+        let _ = stream.set_nodelay(true);
+        let (builder, handler, stop, hard_stop) = (
             builder.clone(),
             handler.clone(),
             stop.clone(),
             hard_stop.clone(),
-        ));
+        );
+        match tls.clone() {
+            None => {
+                connections.spawn(connection(stream, peer, builder, handler, stop, hard_stop));
+            }
+            Some(acceptor) => {
+                connections.spawn(async move {
+                    let handshake =
+                        tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+                    let stream = tokio::select! {
+                        accepted = handshake => match accepted {
+                            Ok(Ok(stream)) => stream,
+                            Ok(Err(error)) => {
+                                tracing::debug!(%peer, %error, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                return;
+                            }
+                        },
+                        () = stop.cancelled() => return,
+                    };
+                    connection(stream, peer, builder, handler, stop, hard_stop).await;
+                });
+            }
+        }
     }
     drop(listener);
     connections.close();
@@ -113,25 +146,30 @@ pub async fn serve<H, Fut, B>(
     }
 }
 
-async fn connection<H, Fut, B>(
-    stream: TcpStream,
+async fn connection<I, H, Fut, B>(
+    stream: I,
     peer: SocketAddr,
     builder: auto::Builder<TokioExecutor>,
     handler: H,
     stop: CancellationToken,
     hard_stop: CancellationToken,
 ) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     H: Fn(Request<Incoming>, SocketAddr) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Response<B>> + Send + 'static,
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let _ = stream.set_nodelay(true);
-    let service = service_fn(move |req| {
+    let framing = Arc::new(ConnFraming::default());
+    let io = SniffIo::new(stream, Arc::clone(&framing));
+    let service = service_fn(move |mut req: Request<Incoming>| {
+        if framing.next_request_is_ambiguous() {
+            req.extensions_mut().insert(AmbiguousFraming);
+        }
         let response = handler(req, peer);
         async move { Ok::<_, Infallible>(response.await) }
     });
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     tokio::select! {
         result = conn.as_mut() => {

@@ -1,0 +1,437 @@
+//! Detects HTTP/1 requests that carry both `Content-Length` and `Transfer-Encoding`.
+//!
+//! hyper accepts such a request (Transfer-Encoding wins, Content-Length is dropped from the
+//! headers and the connection is closed after the response), so the handler cannot see it.
+//! We refuse them outright (400, nothing forwarded), as request-smuggling hardening: an
+//! intermediary in front of us may have framed the message by its Content-Length.
+//!
+//! [`SniffIo`] wraps a connection and follows the inbound byte stream with a small
+//! allocation-free HTTP/1 framing scanner: header sections are scanned line by line for the
+//! two framing fields, bodies are skipped by their length or chunk sizes. It stops scanning
+//! for good at an HTTP/2 preface, an `Upgrade` request, `CONNECT`, or anything it does not
+//! understand (hyper rejects malformed input itself). Each complete request head gets an
+//! index; [`ConnFraming::is_ambiguous`] tells the service whether request number `i` on the
+//! connection was ambiguous.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+const NONE: u64 = u64::MAX;
+
+/// Per-connection framing findings shared between the IO wrapper and the service.
+#[derive(Debug)]
+pub struct ConnFraming {
+    heads: AtomicU64,
+    first_ambiguous: AtomicU64,
+    requests: AtomicU64,
+}
+
+impl Default for ConnFraming {
+    fn default() -> Self {
+        Self {
+            heads: AtomicU64::new(0),
+            first_ambiguous: AtomicU64::new(NONE),
+            requests: AtomicU64::new(0),
+        }
+    }
+}
+
+impl ConnFraming {
+    /// Called once per request, in order: whether this request's head was ambiguous.
+    pub fn next_request_is_ambiguous(&self) -> bool {
+        let index = self.requests.fetch_add(1, Ordering::Relaxed);
+        self.first_ambiguous.load(Ordering::Acquire) == index
+    }
+}
+
+/// Marker extension on a request whose head had both framing headers.
+#[derive(Debug, Clone, Copy)]
+pub struct AmbiguousFraming;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Other,
+    ContentLength,
+    TransferEncoding,
+    Upgrade,
+}
+
+const NAME_CAP: usize = 18;
+
+#[derive(Debug, Clone, Copy)]
+struct Head {
+    first_line: bool,
+    line_len: usize,
+    name: [u8; NAME_CAP],
+    name_len: usize,
+    colon: bool,
+    value: Option<u64>,
+    value_ok: bool,
+    content_length: Option<u64>,
+    transfer_encoding: bool,
+    upgrade: bool,
+}
+
+impl Head {
+    fn new() -> Self {
+        Self {
+            first_line: true,
+            line_len: 0,
+            name: [0; NAME_CAP],
+            name_len: 0,
+            colon: false,
+            value: None,
+            value_ok: true,
+            content_length: None,
+            transfer_encoding: false,
+            upgrade: false,
+        }
+    }
+
+    fn field(&self) -> Field {
+        if self.name_len > NAME_CAP {
+            return Field::Other;
+        }
+        let name = &self.name[..self.name_len];
+        if name.eq_ignore_ascii_case(b"content-length") {
+            Field::ContentLength
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            Field::TransferEncoding
+        } else if name.eq_ignore_ascii_case(b"upgrade") {
+            Field::Upgrade
+        } else {
+            Field::Other
+        }
+    }
+
+    fn reset_line(&mut self) {
+        self.line_len = 0;
+        self.name_len = 0;
+        self.colon = false;
+        self.value = None;
+        self.value_ok = true;
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum State {
+    Head(Head),
+    Fixed(u64),
+    ChunkSize { size: u64, in_ext: bool },
+    ChunkData(u64),
+    ChunkEnd(u8),
+    Trailers { line_len: usize },
+    Stop,
+}
+
+/// The scanner.
+#[derive(Debug)]
+struct Scanner {
+    state: State,
+    framing: Arc<ConnFraming>,
+}
+
+impl Scanner {
+    fn feed(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            match &mut self.state {
+                State::Stop => return,
+                State::Fixed(remaining) => {
+                    let n = (*remaining).min(bytes.len() as u64);
+                    *remaining -= n;
+                    // n ≤ bytes.len(), so the cast is lossless.
+                    bytes = &bytes[usize::try_from(n).unwrap_or(bytes.len())..];
+                    if *remaining == 0 {
+                        self.state = State::Head(Head::new());
+                    }
+                }
+                State::ChunkData(remaining) => {
+                    let n = (*remaining).min(bytes.len() as u64);
+                    *remaining -= n;
+                    bytes = &bytes[usize::try_from(n).unwrap_or(bytes.len())..];
+                    if *remaining == 0 {
+                        self.state = State::ChunkEnd(2);
+                    }
+                }
+                State::ChunkEnd(left) => {
+                    *left -= 1;
+                    bytes = &bytes[1..];
+                    if *left == 0 {
+                        self.state = State::ChunkSize {
+                            size: 0,
+                            in_ext: false,
+                        };
+                    }
+                }
+                State::ChunkSize { size, in_ext } => {
+                    let b = bytes[0];
+                    bytes = &bytes[1..];
+                    match b {
+                        b'\n' => {
+                            self.state = if *size == 0 {
+                                State::Trailers { line_len: 0 }
+                            } else {
+                                State::ChunkData(*size)
+                            };
+                        }
+                        b'\r' => {}
+                        b';' => *in_ext = true,
+                        _ if *in_ext => {}
+                        _ => match (b as char).to_digit(16) {
+                            Some(d) => match size
+                                .checked_mul(16)
+                                .and_then(|s| s.checked_add(u64::from(d)))
+                            {
+                                Some(s) => *size = s,
+                                None => self.state = State::Stop,
+                            },
+                            None if b == b' ' || b == b'\t' => {}
+                            None => self.state = State::Stop,
+                        },
+                    }
+                }
+                State::Trailers { line_len } => {
+                    let b = bytes[0];
+                    bytes = &bytes[1..];
+                    match b {
+                        b'\n' if *line_len == 0 => self.state = State::Head(Head::new()),
+                        b'\n' => *line_len = 0,
+                        b'\r' => {}
+                        _ => *line_len += 1,
+                    }
+                }
+                State::Head(head) => {
+                    let b = bytes[0];
+                    bytes = &bytes[1..];
+                    if let Some(next) = Self::head_byte(head, b, &self.framing) {
+                        self.state = next;
+                    }
+                }
+            }
+        }
+    }
+
+    fn head_byte(head: &mut Head, b: u8, framing: &ConnFraming) -> Option<State> {
+        match b {
+            b'\r' => None,
+            b'\n' => {
+                if head.first_line {
+                    if head.line_len == 0 {
+                        return None; // tolerated empty line before a request
+                    }
+                    let start = &head.name[..head.name_len.min(NAME_CAP)];
+                    if start.starts_with(b"PRI ") || start.starts_with(b"CONNECT ") {
+                        return Some(State::Stop);
+                    }
+                    head.first_line = false;
+                    head.reset_line();
+                    return None;
+                }
+                if head.line_len == 0 {
+                    // End of the header section.
+                    let index = framing.heads.fetch_add(1, Ordering::Relaxed);
+                    if head.transfer_encoding && head.content_length.is_some() {
+                        let _ = framing.first_ambiguous.compare_exchange(
+                            NONE,
+                            index,
+                            Ordering::AcqRel,
+                            Ordering::Acquire,
+                        );
+                        // hyper closes the connection after this request.
+                        return Some(State::Stop);
+                    }
+                    let next = if head.upgrade {
+                        State::Stop
+                    } else if head.transfer_encoding {
+                        State::ChunkSize {
+                            size: 0,
+                            in_ext: false,
+                        }
+                    } else {
+                        match head.content_length {
+                            Some(n) if n > 0 => State::Fixed(n),
+                            _ => State::Head(Head::new()),
+                        }
+                    };
+                    return Some(next);
+                }
+                if head.colon {
+                    match head.field() {
+                        Field::ContentLength => match (head.value_ok, head.value) {
+                            (true, Some(n)) => head.content_length = Some(n),
+                            // Invalid: hyper rejects the request itself.
+                            _ => return Some(State::Stop),
+                        },
+                        Field::TransferEncoding => head.transfer_encoding = true,
+                        Field::Upgrade => head.upgrade = true,
+                        Field::Other => {}
+                    }
+                }
+                head.reset_line();
+                None
+            }
+            _ => {
+                head.line_len += 1;
+                if head.first_line {
+                    if head.name_len < NAME_CAP {
+                        head.name[head.name_len] = b;
+                        head.name_len += 1;
+                    }
+                } else if !head.colon {
+                    if b == b':' {
+                        head.colon = true;
+                    } else if head.name_len < NAME_CAP {
+                        head.name[head.name_len] = b;
+                        head.name_len += 1;
+                    } else {
+                        head.name_len = NAME_CAP + 1;
+                    }
+                } else if head.field() == Field::ContentLength {
+                    match b {
+                        b'0'..=b'9' => {
+                            let d = u64::from(b - b'0');
+                            head.value = match head
+                                .value
+                                .unwrap_or(0)
+                                .checked_mul(10)
+                                .and_then(|v| v.checked_add(d))
+                            {
+                                Some(v) => Some(v),
+                                None => {
+                                    head.value_ok = false;
+                                    None
+                                }
+                            };
+                        }
+                        b' ' | b'\t' => {}
+                        _ => head.value_ok = false,
+                    }
+                }
+                None
+            }
+        }
+    }
+}
+
+/// A connection whose inbound HTTP/1 framing is followed by a scanner.
+#[derive(Debug)]
+pub struct SniffIo<I> {
+    inner: I,
+    scanner: Scanner,
+}
+
+impl<I> SniffIo<I> {
+    /// Wraps `inner`; findings go to `framing`.
+    pub fn new(inner: I, framing: Arc<ConnFraming>) -> Self {
+        Self {
+            inner,
+            scanner: Scanner {
+                state: State::Head(Head::new()),
+                framing,
+            },
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for SniffIo<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled
+            && !matches!(this.scanner.state, State::Stop)
+        {
+            this.scanner.feed(&buf.filled()[before..]);
+        }
+        polled
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for SniffIo<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan(chunks: &[&[u8]]) -> (u64, u64) {
+        let framing = Arc::new(ConnFraming::default());
+        let mut scanner = Scanner {
+            state: State::Head(Head::new()),
+            framing: Arc::clone(&framing),
+        };
+        for chunk in chunks {
+            scanner.feed(chunk);
+        }
+        (
+            framing.heads.load(Ordering::Relaxed),
+            framing.first_ambiguous.load(Ordering::Relaxed),
+        )
+    }
+
+    #[test]
+    fn counts_heads_across_bodies() {
+        let stream = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello\
+GET /x HTTP/1.1\r\nHost: a\r\n\r\n\
+POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nab\r\nd\r\n0\r\nX-Trailer: 1\r\n\r\n\
+GET /last HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert_eq!(scan(&[stream]), (4, NONE));
+        // Byte by byte gives the same result.
+        let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+        assert_eq!(scan(&bytes), (4, NONE));
+    }
+
+    #[test]
+    fn flags_content_length_with_transfer_encoding() {
+        let stream = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n\
+POST / HTTP/1.1\r\nHost: a\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n";
+        assert_eq!(scan(&[stream]), (2, 1));
+        let reversed =
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n";
+        assert_eq!(scan(&[reversed]), (1, 0));
+    }
+
+    #[test]
+    fn stops_at_h2_preface_and_upgrades() {
+        assert_eq!(scan(&[b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\nContent-Length: 1\r\nTransfer-Encoding: x\r\n\r\n"]), (0, NONE));
+        let upgrade = b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n\
+POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(scan(&[upgrade]), (1, NONE));
+    }
+}
