@@ -12,6 +12,8 @@ use clap::{CommandFactory as _, Parser};
 
 use crate::discovery::AdminService;
 
+/// Environment variable of the listen address (ours, shared with the interceptor).
+pub const ENV_BIND_ADDRESS: &str = "KEDA_HTTP_BIND_ADDRESS";
 /// Environment variable of the gRPC port.
 pub const ENV_PORT: &str = "KEDA_HTTP_SCALER_PORT";
 /// Environment variable of the interceptors' namespace.
@@ -70,6 +72,11 @@ pub struct Config {
     /// gRPC port for KEDA (externalscaler, grpc.health.v1 `liveness`/`readiness`, reflection).
     #[arg(long, env = ENV_PORT, default_value_t = 8080)]
     pub port: u16,
+
+    /// Address the gRPC and metrics listeners bind; unset: every address (IPv6 and IPv4, like
+    /// Go's `:port`).
+    #[arg(long, env = ENV_BIND_ADDRESS)]
+    pub bind_address: Option<std::net::IpAddr>,
 
     /// Namespace of the interceptors' admin Service.
     #[arg(long, env = ENV_TARGET_ADMIN_NAMESPACE)]

@@ -1,7 +1,7 @@
 //! The `keda-http-scaler` binary: configuration, logging, Kubernetes watches, then the scaler
 //! until SIGTERM or Ctrl-C.
 
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -68,12 +68,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
     if config.otlp_metrics_enabled || config.otlp_traces_enabled {
         tracing::warn!("OTLP export is not implemented by this scaler; use /metrics and logs");
     }
-    let grpc = bind_any(config.port)
+    let grpc = bind(config.bind_address, config.port)
         .await
         .with_context(|| format!("binding the gRPC port {}", config.port))?;
     let metrics_listener = if config.prometheus_enabled {
         Some(
-            bind_any(config.prometheus_port)
+            bind(config.bind_address, config.prometheus_port)
                 .await
                 .with_context(|| format!("binding the metrics port {}", config.prometheus_port))?,
         )
@@ -148,9 +148,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
     result.context("serving gRPC")
 }
 
-/// Binds `port` on every address, like Go's `:port`: IPv6 `[::]` (dual-stack on Linux), or
-/// IPv4 `0.0.0.0` where IPv6 is unavailable.
-async fn bind_any(port: u16) -> std::io::Result<TcpListener> {
+/// Binds `port` on `address`, or on every address like Go's `:port`: IPv6 `[::]` (dual-stack
+/// on Linux), or IPv4 `0.0.0.0` where IPv6 is unavailable.
+async fn bind(address: Option<IpAddr>, port: u16) -> std::io::Result<TcpListener> {
+    if let Some(ip) = address {
+        return TcpListener::bind(SocketAddr::new(ip, port)).await;
+    }
     match TcpListener::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port))).await {
         Ok(listener) => Ok(listener),
         Err(_) => TcpListener::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))).await,

@@ -27,6 +27,7 @@ fn help_documents_every_setting_and_its_variable() {
     let help = String::from_utf8(out.stdout).expect("utf-8");
     for env in [
         config::ENV_PORT,
+        config::ENV_BIND_ADDRESS,
         config::ENV_TARGET_ADMIN_NAMESPACE,
         config::ENV_TARGET_ADMIN_SERVICE,
         config::ENV_TARGET_ADMIN_DEPLOYMENT,
