@@ -210,7 +210,13 @@ async fn run_elected(
     );
     tokio::select! {
         () = elector.acquire() => {}
-        () = &mut shutdown => return Ok(()),
+        () = &mut shutdown => {
+            // An attempt cancelled mid-flight may have taken the Lease at the server.
+            if let Err(error) = elector.release().await {
+                tracing::warn!(%error, "could not release lease");
+            }
+            return Ok(());
+        }
     }
     metrics.set_leader(config::LEASE_NAME, true);
     let stop = CancellationToken::new();

@@ -12,8 +12,9 @@
 use std::collections::{BTreeSet, HashMap};
 use std::hash::Hash;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Service;
 use keda_http_api::convert::route_spec_from_httpso;
@@ -41,9 +42,6 @@ pub enum Error {
     /// Writing the status failed.
     #[error("writing the InterceptorRoute status: {0}")]
     Status(#[source] kube::Error),
-    /// A store's watch ended before its first list (the controller is shutting down).
-    #[error("{0} store is not available")]
-    StoreUnavailable(&'static str),
     /// The object has no namespace (InterceptorRoutes are namespaced).
     #[error("InterceptorRoute has no namespace")]
     NoNamespace,
@@ -54,6 +52,9 @@ pub struct Context {
     client: Client,
     metrics: Metrics,
     services: Store<Service>,
+    /// Set when listing Services is forbidden (RBAC without `services`): the Service check
+    /// is then skipped instead of holding every route's status back.
+    services_forbidden: Arc<AtomicBool>,
     routes: Store<InterceptorRoute>,
     httpsos: Store<HTTPScaledObject>,
 }
@@ -65,13 +66,21 @@ pub async fn run(
     watch_namespace: Option<&str>,
     shutdown: CancellationToken,
 ) {
-    let (services_reader, services_stream) = mirrored::<Service>(&client, watch_namespace);
-    let (routes_reader, routes_stream) = mirrored::<InterceptorRoute>(&client, watch_namespace);
-    let (httpsos_reader, httpsos_stream) = mirrored::<HTTPScaledObject>(&client, watch_namespace);
+    let services_forbidden = Arc::new(AtomicBool::new(false));
+    let (services_reader, services_stream) = mirrored::<Service>(
+        &client,
+        watch_namespace,
+        Some(Arc::clone(&services_forbidden)),
+    );
+    let (routes_reader, routes_stream) =
+        mirrored::<InterceptorRoute>(&client, watch_namespace, None);
+    let (httpsos_reader, httpsos_stream) =
+        mirrored::<HTTPScaledObject>(&client, watch_namespace, None);
     let ctx = Arc::new(Context {
         client: client.clone(),
         metrics,
         services: services_reader,
+        services_forbidden,
         routes: routes_reader,
         httpsos: httpsos_reader,
     });
@@ -96,10 +105,12 @@ pub async fn run(
 /// A reflector store of `K` and a stream that yields once per change that matters to other
 /// routes: an object appearing, its `metadata.generation` changing (spec edits; Services have
 /// no generation, so only their appearance counts), its deletion, and the end of each relist.
-/// Status-only updates yield nothing, so our own status writes do not fan out.
+/// Status-only updates yield nothing, so our own status writes do not fan out. With
+/// `forbidden`, a 403 from the API server sets the flag and yields once.
 fn mirrored<K>(
     client: &Client,
     namespace: Option<&str>,
+    forbidden: Option<Arc<AtomicBool>>,
 ) -> (Store<K>, impl Stream<Item = ()> + Send + 'static)
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
@@ -131,14 +142,37 @@ where
             }
             Ok(watcher::Event::InitDone) => true,
             Ok(watcher::Event::Init) => false,
-            Err(error) => {
-                tracing::debug!(kind = %K::kind(&()), %error, "watch error; retrying");
-                false
-            }
+            Err(error) => match forbidden.as_ref().filter(|_| is_forbidden(&error)) {
+                Some(flag) => {
+                    if !flag.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            kind = %K::kind(&()),
+                            %error,
+                            "listing is forbidden; InterceptorRoutes are reported Ready without \
+                             checking their target Service (grant get/list/watch on services)"
+                        );
+                    }
+                    true
+                }
+                None => {
+                    tracing::debug!(kind = %K::kind(&()), %error, "watch error; retrying");
+                    false
+                }
+            },
         };
         futures::future::ready(changed.then_some(()))
     });
     (reader, stream)
+}
+
+fn is_forbidden(error: &watcher::Error) -> bool {
+    match error {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => s.code == 403,
+        watcher::Error::WatchError(s) => s.code == 403,
+        _ => false,
+    }
 }
 
 fn remember<T: Eq + Hash>(
@@ -179,18 +213,18 @@ async fn reconcile_inner(route: &InterceptorRoute, ctx: &Context) -> Result<Acti
         return Ok(Action::await_change());
     }
     let namespace = route.namespace().ok_or(Error::NoNamespace)?;
-    ctx.services
-        .wait_until_ready()
-        .await
-        .map_err(|_| Error::StoreUnavailable("Service"))?;
-    ctx.routes
-        .wait_until_ready()
-        .await
-        .map_err(|_| Error::StoreUnavailable("InterceptorRoute"))?;
-    ctx.httpsos
-        .wait_until_ready()
-        .await
-        .map_err(|_| Error::StoreUnavailable("HTTPScaledObject"))?;
+    // Verdicts need complete stores. A store that has not finished its first list will
+    // trigger every route once it has, so there is nothing to wait for here (and waiting
+    // would hold up a graceful shutdown, which stops the streams that fill the stores).
+    let ready = |r: Option<Result<(), _>>| matches!(r, Some(Ok(())));
+    let services_ready = ctx.services_forbidden.load(Ordering::Relaxed)
+        || ready(ctx.services.wait_until_ready().now_or_never());
+    if !(services_ready
+        && ready(ctx.routes.wait_until_ready().now_or_never())
+        && ready(ctx.httpsos.wait_until_ready().now_or_never()))
+    {
+        return Ok(Action::await_change());
+    }
     let readiness = verdict(route, &namespace, ctx);
     let new = status::ready_condition(
         route
@@ -224,10 +258,11 @@ async fn reconcile_inner(route: &InterceptorRoute, ctx: &Context) -> Result<Acti
 fn verdict(route: &InterceptorRoute, namespace: &str, ctx: &Context) -> Readiness {
     let mut problems: Vec<(&'static str, String)> = Vec::new();
     let service = &route.spec.target.service;
-    if ctx
-        .services
-        .get(&ObjectRef::new(service).within(namespace))
-        .is_none()
+    if !ctx.services_forbidden.load(Ordering::Relaxed)
+        && ctx
+            .services
+            .get(&ObjectRef::new(service).within(namespace))
+            .is_none()
     {
         problems.push((
             status::REASON_SERVICE_NOT_FOUND,
@@ -314,5 +349,19 @@ mod tests {
         assert!(remember(&mut seen, "a", Some(2)));
         assert!(remember(&mut seen, "svc", None), "a Service appearing");
         assert!(!remember(&mut seen, "svc", None), "a Service changing");
+    }
+
+    #[test]
+    fn forbidden_lists_are_recognised() {
+        let status =
+            |code| Box::new(kube::core::Status::failure("no", "Forbidden").with_code(code));
+        assert!(is_forbidden(&watcher::Error::InitialListFailed(
+            kube::Error::Api(status(403))
+        )));
+        assert!(is_forbidden(&watcher::Error::WatchError(status(403))));
+        assert!(!is_forbidden(&watcher::Error::InitialListFailed(
+            kube::Error::Api(status(500))
+        )));
+        assert!(!is_forbidden(&watcher::Error::NoResourceVersion));
     }
 }

@@ -150,6 +150,13 @@ impl Running {
             .expect("operator task did not panic")
     }
 
+    /// Waits for it to end on its own (without asking it to stop).
+    pub async fn stop_result_when_finished(mut self) -> Result<(), keda_http_operator::Error> {
+        within("operator to end by itself", &mut self.task)
+            .await
+            .expect("operator task did not panic")
+    }
+
     /// Stops it abruptly, as a killed process: nothing is released.
     pub async fn kill(self) {
         self.task.abort();
