@@ -594,3 +594,51 @@ async fn leases_and_events_work_like_the_programs_use_them() {
     assert_eq!(stored.items[0].reason.as_deref(), Some("Tested"));
     assert_eq!(stored.items[0].series.as_ref().map(|s| s.count), Some(2));
 }
+
+#[tokio::test]
+async fn services_get_server_defaults() {
+    use k8s_openapi::api::core::v1::Service;
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+    let server = LocalApiServer::start().await.unwrap();
+    let client = server.client().await.unwrap();
+    let services: Api<Service> = Api::namespaced(client, "default");
+    let service = |name: &str, cluster_ip: Option<&str>| -> Service {
+        serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {"clusterIP": cluster_ip, "selector": {"app": name},
+                     "ports": [{"name": "http", "port": 8080}]}
+        }))
+        .unwrap()
+    };
+    let pp = PostParams::default();
+    let a = services
+        .create(&pp, &service("a", None))
+        .await
+        .unwrap()
+        .spec
+        .unwrap();
+    let b = services
+        .create(&pp, &service("b", None))
+        .await
+        .unwrap()
+        .spec
+        .unwrap();
+    let headless = services
+        .create(&pp, &service("h", Some("None")))
+        .await
+        .unwrap()
+        .spec
+        .unwrap();
+    assert_eq!(a.type_.as_deref(), Some("ClusterIP"));
+    assert!(
+        a.cluster_ip
+            .as_deref()
+            .is_some_and(|ip| ip.starts_with("10.96."))
+    );
+    assert_ne!(a.cluster_ip, b.cluster_ip);
+    assert_eq!(headless.cluster_ip.as_deref(), Some("None"));
+    let port = &a.ports.unwrap()[0];
+    assert_eq!(port.protocol.as_deref(), Some("TCP"));
+    assert_eq!(port.target_port, Some(IntOrString::Int(8080)));
+}

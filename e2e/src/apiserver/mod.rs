@@ -70,8 +70,10 @@
 //!   contents at once (no `Terminating` phase).
 //! - **Leniency:** a `resourceVersion` sent on create is ignored (a real server rejects it);
 //!   `kind`/`apiVersion` may be omitted on create and update (they are filled in).
-//! - **Not implemented:** admission webhooks, validation against OpenAPI/CRD schemas and
-//!   defaulting beyond `Deployment.spec.replicas = 1`, CEL rules, RBAC and authentication
+//! - **Defaulting** is limited to `Deployment.spec.replicas = 1`; Service `type`,
+//!   `clusterIP` (10.96.x.y), port `protocol` and `targetPort`; Namespace `status.phase`; and
+//!   CRD `status` (Established and NamesAccepted at once, no controller involved).
+//! - **Not implemented:** admission webhooks, validation against OpenAPI/CRD schemas, CEL rules, RBAC and authentication
 //!   beyond one bearer token, aggregated discovery, protobuf and Table output, the legacy
 //!   `/watch/` paths, `pods/log`/`exec`/`eviction` and other subresources, pod scheduling
 //!   or any controller (the workload simulator plays those parts).

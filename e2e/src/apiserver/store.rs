@@ -169,6 +169,8 @@ struct State {
     compacted_rv: u64,
     history_capacity: usize,
     strategic_for_custom: bool,
+    /// Services created so far: the source of cluster IPs.
+    services_created: u32,
 }
 
 /// The shared object store.
@@ -201,6 +203,7 @@ impl Store {
                 compacted_rv: FIRST_RV,
                 history_capacity: capacity,
                 strategic_for_custom: false,
+                services_created: 0,
             }),
             events,
         };
@@ -346,7 +349,10 @@ impl Store {
         meta::set(&mut body, "deletionTimestamp", None);
         meta::set(&mut body, "deletionGracePeriodSeconds", None);
         meta::set(&mut body, "managedFields", None);
-        apply_defaults(kind, &mut body);
+        if kind.group.is_empty() && kind.plural == "services" {
+            st.services_created += 1;
+        }
+        apply_defaults(kind, &mut body, st.services_created);
         if let Some(manager) = &opts.field_manager {
             record_manager(&mut body, kind, manager, operation, Subresource::Main);
         }
@@ -1110,7 +1116,7 @@ fn random_suffix() -> String {
         .collect()
 }
 
-fn apply_defaults(kind: &ResourceKind, body: &mut Value) {
+fn apply_defaults(kind: &ResourceKind, body: &mut Value, cluster_ip: u32) {
     if kind.status_subresource
         && let Some(map) = body.as_object_mut()
     {
@@ -1144,7 +1150,35 @@ fn apply_defaults(kind: &ResourceKind, body: &mut Value) {
                 spec.entry("replicas").or_insert(json!(1));
             }
         }
+        ("", "services") => default_service(body, cluster_ip),
         _ => {}
+    }
+}
+
+/// The defaults a real API server gives a Service: `type: ClusterIP`, a cluster IP from
+/// 10.96.0.0/12 (unless headless or ExternalName), `protocol: TCP` and `targetPort = port`.
+fn default_service(body: &mut Value, n: u32) {
+    let Some(spec) = body.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let service_type = spec
+        .entry("type")
+        .or_insert(json!("ClusterIP"))
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    if service_type != "ExternalName" && spec.get("clusterIP").is_none() {
+        let ip = format!("10.96.{}.{}", (n >> 8) & 0xff, n & 0xff);
+        spec.insert("clusterIP".to_owned(), json!(ip));
+        spec.insert("clusterIPs".to_owned(), json!([ip]));
+    }
+    if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
+        for port in ports.iter_mut().filter_map(Value::as_object_mut) {
+            port.entry("protocol").or_insert(json!("TCP"));
+            if let Some(number) = port.get("port").cloned() {
+                port.entry("targetPort").or_insert(number);
+            }
+        }
     }
 }
 
