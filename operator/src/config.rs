@@ -49,6 +49,8 @@ Environment variables:
   KEDA_HTTP_OPERATOR_LEADER_ELECTION_LEASE_DURATION  Lease validity, Go duration [default: 15s]
   KEDA_HTTP_OPERATOR_LEADER_ELECTION_RENEW_DEADLINE  Give up renewing after this [default: 10s]
   KEDA_HTTP_OPERATOR_LEADER_ELECTION_RETRY_PERIOD    Acquire/renew interval [default: 2s]
+  POD_NAME, HOSTNAME                          Prefix of this replica's Lease identity
+                                              (<name>_<random uuid>)
   RUST_LOG                                    tracing filter; overrides --zap-log-level
   KUBECONFIG                                  kubeconfig file when not running in a cluster
 

@@ -5,12 +5,25 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser;
+use clap::error::ErrorKind;
 use keda_http_operator::config::{LogConfig, LogFormat};
 use keda_http_operator::{Args, Config};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(error) => match error.kind() {
+            ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => error.exit(),
+            _ => {
+                let rendered = error.to_string();
+                let line = rendered.lines().next().unwrap_or_default();
+                let line = line.strip_prefix("error: ").unwrap_or(line);
+                eprintln!("keda-http-operator: invalid flags: {line}");
+                return ExitCode::from(64);
+            }
+        },
+    };
     let (config, warnings) =
         match Config::from_args_and_env(&args, &|name| std::env::var(name).ok()) {
             Ok(parsed) => parsed,
