@@ -113,6 +113,7 @@ async fn wait_report(
 
 #[tokio::test]
 async fn controller_reconciles_owned_objects_and_finalizes() {
+    common::bounded(async {
     let server = LocalApiServer::start().await.unwrap();
     let client = server.client().await.unwrap();
     let hsos = dynamic(&client, "default", &httpso());
@@ -198,4 +199,6 @@ async fn controller_reconciles_owned_objects_and_finalizes() {
     .unwrap();
 
     controller.abort();
+    })
+    .await;
 }

@@ -17,6 +17,11 @@ pub async fn within<F: Future>(what: &str, f: F) -> F::Output {
     within_for(WAIT, what, f).await
 }
 
+/// Bounds a whole test body, so that no request can hang a test run.
+pub async fn bounded<F: Future<Output = ()>>(body: F) {
+    within_for(Duration::from_secs(120), "the whole test", body).await;
+}
+
 /// Awaits `f`, failing the test if it takes longer than `limit`.
 pub async fn within_for<F: Future>(limit: Duration, what: &str, f: F) -> F::Output {
     match tokio::time::timeout(limit, f).await {
