@@ -22,9 +22,16 @@ async fn run_to_end(cmd: &mut Command) -> std::process::Output {
     .expect("binary runs")
 }
 
+/// Flags, environment, and what the one stderr line must contain.
+type Case = (
+    &'static [&'static str],
+    &'static [(&'static str, &'static str)],
+    &'static str,
+);
+
 #[tokio::test]
 async fn invalid_settings_exit_64_with_one_line() {
-    let cases: [(&[&str], &[(&str, &str)], &str); 4] = [
+    let cases: [Case; 4] = [
         (
             &[],
             &[],
