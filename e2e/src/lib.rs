@@ -17,10 +17,13 @@
 //!   Deployment status. The `e2e-backend` binary is a minimal workload for its tests.
 //! - [`harness`]: starts the API (local or `E2E_API=external`), the simulator, the KEDA
 //!   stand-in and the product binaries, applies manifests and tears everything down.
+//! - [`demo`]: the walk-through behind the `demo` binary (hello app 0 → N → 0 with a live
+//!   timeline).
 //!
-//! Not here yet: the scenarios and `demo`.
+//! Not here yet: the scenarios.
 
 pub mod apiserver;
+pub mod demo;
 pub mod harness;
 pub mod keda;
 pub mod simulator;

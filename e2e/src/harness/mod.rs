@@ -8,8 +8,9 @@
 //! 2. the add-on's Services in namespace `keda` (interceptor admin and proxy, external
 //!    scaler), without selectors, and EndpointSlices pointing at the loopback ports the real
 //!    processes listen on, so the scaler finds the interceptor's admin endpoint as in a cluster;
-//! 3. the workload [`Simulator`] (commands from a [`CommandTable`]; the `hello` image runs
-//!    the `hello` binary from the binary directory when it exists);
+//! 3. the workload [`Simulator`] (commands from a [`CommandTable`]; the `hello` and
+//!    `keda-http-hello` images run the `hello` binary from the binary directory when it
+//!    exists);
 //! 4. the [`KedaStandIn`] over gRPC, with `keda-add-ons-http-external-scaler.keda:9090`
 //!    mapped to the scaler's loopback port in its [`AddressTable`];
 //! 5. the product binaries that are enabled ([`Components`]): scaler, interceptor, operator,
@@ -331,6 +332,8 @@ impl Harness {
         let commands = CommandTable::new();
         let hello = config.bin_dir.join("hello");
         if hello.exists() {
+            // The hello chart's image is ghcr.io/keda-http/keda-http-hello:<tag>.
+            commands.for_image("keda-http-hello", CommandSpec::new(&hello));
             commands.for_image("hello", CommandSpec::new(hello));
         }
         let mut harness = Self {
