@@ -156,6 +156,7 @@ impl Interceptor {
                 response_header_timeout: config.effective_response_header_timeout(),
                 connect_timeout: config.connect_timeout,
                 max_idle_per_host: config.max_idle_conns_per_host,
+                log_requests: config.log_requests,
             },
         ));
         Ok(Self {

@@ -746,3 +746,143 @@ async fn timeouts_answer_504() {
     })
     .await;
 }
+
+/// A raw backend that reads one request head, then reports when its connection is closed
+/// by the proxy (the upstream request was cancelled).
+async fn cancel_detecting_backend() -> (std::net::SocketAddr, mpsc::Receiver<&'static str>) {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (events_tx, events_rx) = mpsc::channel(4);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let events = events_tx.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut seen = Vec::new();
+                loop {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => {
+                            let _ = events.send("closed").await;
+                            return;
+                        }
+                        Ok(n) => {
+                            seen.extend_from_slice(&buf[..n]);
+                            if seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                                let _ = events.send("request").await;
+                                seen.clear();
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, events_rx)
+}
+
+#[tokio::test]
+async fn client_disconnect_cancels_the_upstream_request() {
+    bounded(async {
+        let h = Harness::start(|_| {}).await;
+        let (addr, mut events) = cancel_detecting_backend().await;
+        h.set_endpoints("ns", "slow", 80, http1(&[addr]));
+        h.install(vec![route("ns", "slow", &[], &[])]).await;
+
+        // HTTP/1.1 client that goes away before the response.
+        let mut stream = tokio::net::TcpStream::connect(h.addrs.proxy)
+            .await
+            .expect("connect");
+        tokio::io::AsyncWriteExt::write_all(&mut stream, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write");
+        assert_eq!(events.recv().await, Some("request"));
+        h.wait_concurrency("ns/slow", 1).await;
+        drop(stream);
+        assert_eq!(
+            events.recv().await,
+            Some("closed"),
+            "upstream request cancelled"
+        );
+        h.wait_concurrency("ns/slow", 0).await;
+
+        // h2c client that resets its stream.
+        let tcp = tokio::net::TcpStream::connect(h.addrs.proxy)
+            .await
+            .expect("connect");
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tcp),
+        )
+        .await
+        .expect("h2c handshake");
+        let conn = tokio::spawn(conn);
+        let req = Request::get("http://x/").body(empty()).expect("request");
+        let pending = tokio::spawn(async move { sender.send_request(req).await });
+        assert_eq!(events.recv().await, Some("request"));
+        h.wait_concurrency("ns/slow", 1).await;
+        pending.abort();
+        conn.abort();
+        assert_eq!(
+            events.recv().await,
+            Some("closed"),
+            "upstream request cancelled"
+        );
+        h.wait_concurrency("ns/slow", 0).await;
+        h.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn request_deadline_ends_a_streaming_body() {
+    bounded(async {
+        let h = Harness::start(|_| {}).await;
+        let (_keep_tx, keep_rx) = watch::channel(());
+        let backend_addr = backend(move |_req| {
+            let mut keep = keep_rx.clone();
+            async move {
+                let (tx, body) = channel_body(1);
+                tokio::spawn(async move {
+                    let _ = tx
+                        .send(Ok(Frame::data(Bytes::from_static(b"partial"))))
+                        .await;
+                    let _ = keep.changed().await; // never: the body stays open
+                    drop(tx);
+                });
+                Response::new(body)
+            }
+        })
+        .await;
+        h.set_endpoints("ns", "slow", 80, http1(&[backend_addr]));
+        h.install(vec![route_with(
+            "ns",
+            "slow",
+            "slow",
+            &[],
+            &[],
+            &[],
+            Some(timeouts(Some(Duration::from_millis(300)), None)),
+        )])
+        .await;
+        let req = Request::get(h.proxy_url("/"))
+            .header(header::HOST, "x")
+            .body(empty())
+            .expect("request");
+        let response = client().request(req).await.expect("response");
+        assert_eq!(response.status(), StatusCode::OK);
+        let mut body = response.into_body();
+        let first = body.frame().await.expect("frame").expect("ok");
+        assert_eq!(first.into_data().expect("data"), "partial");
+        // The deadline cuts the stream: an error (or an early end), never more data.
+        match body.frame().await {
+            None | Some(Err(_)) => {}
+            Some(Ok(frame)) => panic!("unexpected frame after the deadline: {frame:?}"),
+        }
+        h.wait_concurrency("ns/slow", 0).await;
+        h.stop().await;
+    })
+    .await;
+}

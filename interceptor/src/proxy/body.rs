@@ -1,6 +1,7 @@
 //! Body types of the proxy: what the client receives ([`ProxyBody`]) and what the upstream
 //! receives ([`UpstreamBody`]), plus the per-request [`Completion`] that counts and measures.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -27,6 +28,20 @@ pub struct Completion {
     code: u16,
     route: RouteLabels,
     in_flight: Option<InFlight>,
+    access: Option<Box<AccessLog>>,
+}
+
+/// What the access log needs (captured only when `KEDA_HTTP_LOG_REQUESTS` is on).
+#[derive(Debug)]
+struct AccessLog {
+    remote: std::net::IpAddr,
+    time: String,
+    method: String,
+    uri: String,
+    version: http::Version,
+    referer: String,
+    user_agent: String,
+    bytes: u64,
 }
 
 impl Completion {
@@ -39,6 +54,39 @@ impl Completion {
             code: CLIENT_CLOSED,
             route: RouteLabels::default(),
             in_flight: None,
+            access: None,
+        }
+    }
+
+    /// Writes a Combined Log Format line for this request when it completes.
+    pub fn log_access<B>(&mut self, req: &http::Request<B>, remote: std::net::IpAddr) {
+        let header = |name: http::header::HeaderName| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned()
+        };
+        self.access = Some(Box::new(AccessLog {
+            remote,
+            time: k8s_openapi::jiff::Zoned::now()
+                .strftime("%d/%b/%Y:%H:%M:%S %z")
+                .to_string(),
+            method: req.method().to_string(),
+            uri: req
+                .uri()
+                .path_and_query()
+                .map_or_else(|| req.uri().to_string(), ToString::to_string),
+            version: req.version(),
+            referer: header(http::header::REFERER),
+            user_agent: header(http::header::USER_AGENT),
+            bytes: 0,
+        }));
+    }
+
+    fn add_bytes(&mut self, n: usize) {
+        if let Some(access) = &mut self.access {
+            access.bytes += n as u64;
         }
     }
 
@@ -64,6 +112,21 @@ impl Drop for Completion {
         if self.in_flight.take().is_some() {
             self.metrics.concurrency(&self.route, -1);
         }
+        if let Some(a) = self.access.take() {
+            tracing::info!(
+                target: "access",
+                "{} - - [{}] \"{} {} {:?}\" {} {} \"{}\" \"{}\"",
+                a.remote,
+                a.time,
+                a.method,
+                a.uri,
+                a.version,
+                self.code,
+                a.bytes,
+                a.referer,
+                a.user_agent
+            );
+        }
         let route = std::mem::take(&mut self.route);
         self.metrics.record(
             self.code,
@@ -79,7 +142,14 @@ impl Drop for Completion {
 pub struct ProxyBody {
     kind: Kind,
     completion: Option<Completion>,
+    /// The request deadline, if one applies (only allocated when configured).
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
 }
+
+/// The request deadline passed while the response body was streaming.
+#[derive(Debug, thiserror::Error)]
+#[error("request deadline exceeded while streaming the response")]
+pub struct DeadlineExceeded;
 
 #[derive(Debug)]
 enum Kind {
@@ -93,6 +163,7 @@ impl ProxyBody {
         Self {
             kind: Kind::Full((!bytes.is_empty()).then_some(bytes)),
             completion: None,
+            deadline: None,
         }
     }
 
@@ -106,7 +177,14 @@ impl ProxyBody {
         Self {
             kind: Kind::Upstream(body),
             completion: None,
+            deadline: None,
         }
+    }
+
+    /// Ends the body with an error if it is still streaming at `deadline`.
+    pub fn with_deadline(mut self, deadline: Instant) -> Self {
+        self.deadline = Some(Box::pin(tokio::time::sleep_until(deadline)));
+        self
     }
 
     /// Keeps `completion` alive until this body has ended or is dropped.
@@ -116,19 +194,37 @@ impl ProxyBody {
     }
 }
 
+/// Errors of [`ProxyBody`].
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
+        if let Some(deadline) = &mut this.deadline
+            && deadline.as_mut().poll(cx).is_ready()
+        {
+            this.deadline = None;
+            this.completion = None;
+            this.kind = Kind::Full(None);
+            return Poll::Ready(Some(Err(Box::new(DeadlineExceeded))));
+        }
         let polled = match &mut this.kind {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Kind::Upstream(body) => Pin::new(body).poll_frame(cx),
+            Kind::Upstream(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(|e| Box::new(e) as BodyError))),
         };
+        if let (Poll::Ready(Some(Ok(frame))), Some(completion)) = (&polled, &mut this.completion)
+            && let Some(data) = frame.data_ref()
+        {
+            completion.add_bytes(data.len());
+        }
         match &polled {
             Poll::Ready(None | Some(Err(_))) => this.completion = None,
             Poll::Ready(Some(Ok(_))) if this.is_end_stream() => this.completion = None,

@@ -99,33 +99,30 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
 }
 
 /// Appends the client address to `X-Forwarded-For` and sets `X-Forwarded-Host`/`-Proto`
-/// unless the client sent them.
-pub fn set_forwarded(headers: &mut HeaderMap, client: SocketAddr, host: &str, https: bool) {
-    let ip = client.ip();
-    let mut prior = headers.get_all(&X_FORWARDED_FOR).iter().peekable();
-    let value = if prior.peek().is_some() {
-        let mut joined = String::new();
-        for v in prior {
-            if let Ok(s) = v.to_str() {
-                if !joined.is_empty() {
-                    joined.push_str(", ");
-                }
-                joined.push_str(s);
-            }
+/// unless the client sent them. One allocation (the new `X-Forwarded-For` value).
+pub fn set_forwarded(headers: &mut HeaderMap, client: SocketAddr, host: &HeaderValue, https: bool) {
+    use std::fmt::Write as _;
+    let prior_len: usize = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .map(|v| v.len() + 2)
+        .sum();
+    let mut value = bytes::BytesMut::with_capacity(prior_len + 39);
+    for prior in &headers.get_all(&X_FORWARDED_FOR) {
+        if !value.is_empty() {
+            value.extend_from_slice(b", ");
         }
-        joined.push_str(", ");
-        joined.push_str(&ip.to_string());
-        HeaderValue::from_str(&joined).ok()
-    } else {
-        HeaderValue::from_str(&ip.to_string()).ok()
-    };
-    if let Some(value) = value {
+        value.extend_from_slice(prior.as_bytes());
+    }
+    if !value.is_empty() {
+        value.extend_from_slice(b", ");
+    }
+    let _ = write!(value, "{}", client.ip());
+    if let Ok(value) = HeaderValue::from_maybe_shared(value.freeze()) {
         headers.insert(X_FORWARDED_FOR, value);
     }
-    if !headers.contains_key(&X_FORWARDED_HOST)
-        && let Ok(value) = HeaderValue::from_str(host)
-    {
-        headers.insert(X_FORWARDED_HOST, value);
+    if !headers.contains_key(&X_FORWARDED_HOST) {
+        headers.insert(X_FORWARDED_HOST, host.clone());
     }
     if !headers.contains_key(&X_FORWARDED_PROTO) {
         headers.insert(
@@ -188,7 +185,7 @@ impl Upstream {
         &self,
         pool: &Pool,
         request: Request<Incoming>,
-        host: &str,
+        host: &HeaderValue,
         response_header_timeout: Duration,
     ) -> Result<Response<Incoming>, ProxyError> {
         let protocol = pool.app_protocol();
@@ -224,10 +221,8 @@ impl Upstream {
                     *req.uri_mut() = endpoint_uri(addr, &path);
                     *req.version_mut() = Version::HTTP_11;
                     *req.headers_mut() = headers;
-                    if !req.headers().contains_key(header::HOST)
-                        && let Ok(value) = HeaderValue::from_str(host)
-                    {
-                        req.headers_mut().insert(header::HOST, value);
+                    if !req.headers().contains_key(header::HOST) {
+                        req.headers_mut().insert(header::HOST, host.clone());
                     }
                     match with_timeout(response_header_timeout, self.send_http1(req)).await {
                         Ok(response) => return Ok(response),
@@ -255,8 +250,8 @@ impl Upstream {
                         let headers = std::mem::take(&mut parts.headers);
                         let mut req = Request::new(UpstreamBody::once(body));
                         *req.method_mut() = parts.method.clone();
-                        *req.uri_mut() =
-                            authority_uri(host, &path).unwrap_or_else(|| endpoint_uri(addr, &path));
+                        *req.uri_mut() = authority_uri(host.to_str().unwrap_or(""), &path)
+                            .unwrap_or_else(|| endpoint_uri(addr, &path));
                         *req.version_mut() = Version::HTTP_2;
                         *req.headers_mut() = headers;
                         req.headers_mut().remove(header::HOST);
@@ -473,7 +468,8 @@ mod tests {
     fn forwarded_headers_append_and_keep() {
         let client = SocketAddr::from(([10, 0, 0, 9], 5555));
         let mut h = HeaderMap::new();
-        set_forwarded(&mut h, client, "example.com", false);
+        let host = HeaderValue::from_static("example.com");
+        set_forwarded(&mut h, client, &host, false);
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.9");
         assert_eq!(h[&X_FORWARDED_HOST], "example.com");
         assert_eq!(h[&X_FORWARDED_PROTO], "http");
@@ -486,7 +482,7 @@ mod tests {
             HeaderValue::from_static("public.example"),
         );
         h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("https"));
-        set_forwarded(&mut h, client, "example.com", false);
+        set_forwarded(&mut h, client, &host, false);
         assert_eq!(h[&X_FORWARDED_FOR], "1.1.1.1, 2.2.2.2, 10.0.0.9");
         assert_eq!(h[&X_FORWARDED_HOST], "public.example");
         assert_eq!(h[&X_FORWARDED_PROTO], "https");

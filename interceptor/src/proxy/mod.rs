@@ -14,7 +14,8 @@
 //! 3. **count**: the route's in-flight guard, kept in the response body (or the upgraded
 //!    connection's splice task) until the response has ended.
 //! 4. **forward** ([`forward`]): pick a ready endpoint, rewrite headers, send with connect
-//!    retries and the response-header timeout, all within the request deadline.
+//!    retries and the response-header timeout, all within the request deadline (504 before
+//!    the response headers; after them the deadline ends the streaming body).
 //! 5. **respond**: hop-by-hop headers removed; `Connection: close` on HTTP/1 while draining;
 //!    `101 Switching Protocols` spliced both ways.
 //!
@@ -55,6 +56,8 @@ pub struct ProxySettings {
     pub connect_timeout: Duration,
     /// Idle upstream connections kept per endpoint.
     pub max_idle_per_host: usize,
+    /// Write a Combined Log Format line per request (`KEDA_HTTP_LOG_REQUESTS`).
+    pub log_requests: bool,
 }
 
 /// Shared state of the proxy listeners.
@@ -203,17 +206,18 @@ impl Proxy {
         let upgrade = forward::is_upgrade(version, req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         forward::strip_hop_by_hop(req.headers_mut(), upgrade);
-        forward::set_forwarded(req.headers_mut(), peer.addr, host, peer.tls);
+        forward::set_forwarded(req.headers_mut(), peer.addr, &host_value, peer.tls);
 
+        let deadline =
+            (!request_timeout.is_zero()).then(|| tokio::time::Instant::now() + request_timeout);
         let send = self
             .upstream
-            .send(&route.pool, req, host, response_header_timeout);
-        let mut response = if request_timeout.is_zero() {
-            send.await?
-        } else {
-            tokio::time::timeout(request_timeout, send)
+            .send(&route.pool, req, &host_value, response_header_timeout);
+        let mut response = match deadline {
+            None => send.await?,
+            Some(deadline) => tokio::time::timeout_at(deadline, send)
                 .await
-                .map_err(|_| ProxyError::RequestTimeout)??
+                .map_err(|_| ProxyError::RequestTimeout)??,
         };
 
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -231,7 +235,13 @@ impl Proxy {
             });
         }
         forward::strip_hop_by_hop(response.headers_mut(), false);
-        Ok(Outcome::Response(response.map(ProxyBody::upstream)))
+        Ok(Outcome::Response(response.map(|body| {
+            let body = ProxyBody::upstream(body);
+            match deadline {
+                Some(deadline) => body.with_deadline(deadline),
+                None => body,
+            }
+        })))
     }
 
     /// Copies bytes both ways between the upgraded client and upstream connections; the
