@@ -392,3 +392,114 @@ async fn both_metrics_is_ready_false_and_changes_nothing() {
 
     operator.stop().await.expect("clean stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scaled_object_controlled_by_another_object_is_a_create_error() {
+    let cluster = Cluster::start().await;
+    let operator = Running::start(cluster.client.clone(), config()).await;
+    let httpsos = cluster.httpsos();
+    let sos = cluster.scaled_objects();
+
+    // Someone else's ScaledObject with the same name.
+    let mut foreign = keda_http_api::scaled_object::ScaledObject::new(
+        "taken",
+        keda_http_api::ScaledObjectSpec {
+            scale_target_ref: keda_http_api::scaled_object::ScaledObjectTargetRef {
+                name: "other".to_owned(),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    );
+    foreign.metadata.namespace = Some(NS.to_owned());
+    foreign.metadata.owner_references = Some(vec![
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+            api_version: "example.com/v1".to_owned(),
+            kind: "Tool".to_owned(),
+            name: "tool".to_owned(),
+            uid: "not-an-httpso".to_owned(),
+            controller: Some(true),
+            block_owner_deletion: None,
+        },
+    ]);
+    create(&sos, &foreign).await;
+
+    create(&httpsos, &httpso("taken", "taken.example.com")).await;
+    let h = wait_for(
+        &httpsos,
+        "taken",
+        "Ready=False CreateError",
+        httpso_ready("False", "CreateError", 1),
+    )
+    .await
+    .expect("httpso");
+    let status = h.status.expect("status");
+    let message = &ready(&status.conditions).expect("Ready").message;
+    assert!(
+        message.starts_with("Failed to create scaled objects:"),
+        "{message}"
+    );
+    assert!(message.contains("controlled by Tool/tool"), "{message}");
+    let so = within("get", sos.get("taken")).await.expect("get");
+    assert_eq!(so.spec.scale_target_ref.name, "other", "not taken over");
+
+    // The failure is also a Warning event on the HTTPScaledObject.
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(cluster.client.clone(), NS);
+    let list = within("events", events.list(&Default::default()))
+        .await
+        .expect("list");
+    assert!(
+        list.items.iter().any(|e| {
+            e.reason.as_deref() == Some("CreateError")
+                && e.type_.as_deref() == Some("Warning")
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("taken")
+        }),
+        "no CreateError event in {:?}",
+        list.items.iter().map(|e| &e.reason).collect::<Vec<_>>()
+    );
+
+    operator.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_namespace_limits_what_is_reconciled() {
+    let cluster = Cluster::start().await;
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(cluster.client.clone());
+    create(
+        &namespaces,
+        &k8s_openapi::api::core::v1::Namespace {
+            metadata: kube::api::ObjectMeta {
+                name: Some("elsewhere".to_owned()),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut cfg = config();
+    cfg.watch_namespace = Some(NS.to_owned());
+    let operator = Running::start(cluster.client.clone(), cfg).await;
+
+    let elsewhere: Api<HTTPScaledObject> = Api::namespaced(cluster.client.clone(), "elsewhere");
+    let mut outside = httpso("outside", "outside.example.com");
+    outside.metadata.namespace = Some("elsewhere".to_owned());
+    create(&elsewhere, &outside).await;
+    // Created after the outside one: once it is reconciled, the other would have been too.
+    create(&cluster.httpsos(), &httpso("inside", "inside.example.com")).await;
+    wait_for(
+        &cluster.httpsos(),
+        "inside",
+        "inside reconciled",
+        httpso_ready("True", "Reconciled", 1),
+    )
+    .await;
+    let outside = within("get", elsewhere.get("outside")).await.expect("get");
+    assert!(
+        outside.status.is_none(),
+        "outside the watched namespace: untouched"
+    );
+    assert!(outside.finalizers().is_empty());
+
+    operator.stop().await.expect("clean stop");
+}

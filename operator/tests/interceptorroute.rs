@@ -20,7 +20,9 @@ fn message(r: &InterceptorRoute) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_presence_and_route_conflicts() {
     let cluster = Cluster::start().await;
-    let operator = Running::start(cluster.client.clone(), config()).await;
+    let mut cfg = config();
+    cfg.metrics_addr = Some("127.0.0.1:0".parse().expect("addr"));
+    let operator = Running::start(cluster.client.clone(), cfg).await;
     let routes = cluster.routes();
     let services = cluster.services();
 
@@ -158,6 +160,21 @@ async fn service_presence_and_route_conflicts() {
         route_ready("False", "ServiceNotFound", 1),
     )
     .await;
+
+    // Every reconcile above is counted under controller-runtime's metric names.
+    let (code, text) = http_get(operator.metrics_addr.expect("metrics"), "/metrics").await;
+    assert_eq!(code, 200);
+    assert!(
+        text.contains(
+            "controller_runtime_reconcile_total{controller=\"interceptorroute\",result=\"success\"}"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("controller_runtime_reconcile_time_seconds_bucket"),
+        "{text}"
+    );
+    assert!(operator.metrics.reconcile_count("interceptorroute") >= 8);
 
     operator.stop().await.expect("clean stop");
 }
