@@ -249,3 +249,32 @@ async fn real_scaler_drives_keda_stand_in_and_simulator() {
     h.stop().await;
     stub.abort();
 }
+
+#[tokio::test]
+async fn external_api_gets_the_crds_installed() {
+    // Any API server reachable through a kubeconfig: here a separate in-memory one.
+    let external = keda_http_e2e::apiserver::LocalApiServer::start()
+        .await
+        .unwrap();
+    let mut config = config(Components::none());
+    config.api = harness::ApiChoice::External(external.kubeconfig_path().to_path_buf());
+    let h = Harness::start(config).await.unwrap();
+    assert!(h.local_api().is_none());
+    assert_eq!(h.kubeconfig(), external.kubeconfig_path());
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(h.client());
+    for name in [
+        "interceptorroutes.http.keda.sh",
+        "httpscaledobjects.http.keda.sh",
+        "scaledobjects.keda.sh",
+    ] {
+        crds.get(name)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    // The add-on's Services went to the external server too.
+    let services: Api<k8s_openapi::api::core::v1::Service> =
+        Api::namespaced(external.client().await.unwrap(), harness::NAMESPACE);
+    services.get(harness::SCALER_SERVICE).await.unwrap();
+    h.stop().await;
+}
