@@ -326,6 +326,32 @@ async fn list_pages_with_limit_and_continue() {
         assert_eq!(pages, 3);
         let expected: Vec<String> = (0..25).map(|i| format!("cm-{i:02}")).collect();
         assert_eq!(seen, expected);
+
+        // Pages come from a snapshot at the first page: later changes do not show.
+        let first = cms.list(&ListParams::default().limit(10)).await.unwrap();
+        let list_rv = first.metadata.resource_version.clone();
+        cms.delete("cm-24", &DeleteParams::default()).await.unwrap();
+        cms.create(&pp, &config_map("cm-99", &[])).await.unwrap();
+        let token = first.metadata.continue_.clone().unwrap();
+        let second = cms
+            .list(&ListParams::default().limit(100).continue_token(&token))
+            .await
+            .unwrap();
+        assert_eq!(second.metadata.resource_version, list_rv);
+        let rest: Vec<String> = second.items.iter().map(ResourceExt::name_any).collect();
+        assert_eq!(rest, expected[10..]);
+
+        // A continue token from before a compaction has expired.
+        let first = cms.list(&ListParams::default().limit(10)).await.unwrap();
+        server.faults().compact_history();
+        let token = first.metadata.continue_.unwrap();
+        assert_eq!(
+            status_code(
+                cms.list(&ListParams::default().limit(10).continue_token(&token))
+                    .await
+            ),
+            (410, "Expired".to_owned())
+        );
     })
     .await;
 }

@@ -53,7 +53,8 @@ impl Faults {
     }
 
     /// Drops the retained event history: the next watch from a resourceVersion issued before
-    /// this call gets a 410 Gone ERROR event (kube-rs watchers then relist).
+    /// this call gets a 410 Gone ERROR event (kube-rs watchers then relist), and a paginated
+    /// list started before it cannot be continued (410).
     pub fn compact_history(&self) {
         self.store.compact();
     }

@@ -59,10 +59,10 @@
 //!   Custom resources reject it with 415, as a real server does, unless
 //!   `ServerConfig::strategic_merge_for_custom_resources` is set (then it is a merge patch
 //!   with atomic lists).
-//! - **List consistency**: a `continue` page is read from the current state, not from a
-//!   snapshot at the first page's resourceVersion (a watch from that resourceVersion still
-//!   converges). `resourceVersionMatch=Exact` and list-time `resourceVersion` are ignored:
-//!   lists always serve the latest state.
+//! - **Lists** always serve the latest state (list-time `resourceVersion` and
+//!   `resourceVersionMatch` are ignored); paginated lists page through a snapshot taken at
+//!   the first page, as etcd does, and a `continue` from a snapshot dropped by compaction
+//!   (or by more than `MAX_LIST_SNAPSHOTS` lists in flight) is a 410.
 //! - **Garbage collection** is synchronous and background-style: when an object is removed,
 //!   every object with an `ownerReference` to it and no remaining live owner is deleted
 //!   (honouring its finalizers). `propagationPolicy: Orphan` skips it; `Foreground` is treated

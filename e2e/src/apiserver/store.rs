@@ -171,6 +171,34 @@ struct State {
     strategic_for_custom: bool,
     /// Services created so far: the source of cluster IPs.
     services_created: u32,
+    /// Paginated lists in progress, oldest first.
+    snapshots: VecDeque<Arc<ListSnapshot>>,
+    next_snapshot: u64,
+}
+
+/// The objects of a paginated list as of its first page.
+#[derive(Debug)]
+struct ListSnapshot {
+    id: u64,
+    rv: u64,
+    items: Vec<Arc<Value>>,
+}
+
+/// How many paginated lists may be in progress at once.
+pub const MAX_LIST_SNAPSHOTS: usize = 1024;
+
+fn parse_continue(token: &str) -> Result<(u64, usize), ApiError> {
+    let bad = || ApiError::bad_request(format!("invalid continue token \"{token}\""));
+    let mut parts = token.split('/');
+    let (Some(_rv), Some(id), Some(offset), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad());
+    };
+    Ok((
+        id.parse().map_err(|_| bad())?,
+        offset.parse().map_err(|_| bad())?,
+    ))
 }
 
 /// The shared object store.
@@ -204,6 +232,8 @@ impl Store {
                 history_capacity: capacity,
                 strategic_for_custom: false,
                 services_created: 0,
+                snapshots: VecDeque::new(),
+                next_snapshot: 0,
             }),
             events,
         };
@@ -257,12 +287,14 @@ impl Store {
         self.lock().history.len()
     }
 
-    /// Drops all retained history: a watch from any resourceVersion issued before this call
+    /// Drops all retained history and paginated-list snapshots: a watch from any
+    /// resourceVersion issued before this call, or a `continue` of a list started before it,
     /// gets 410 Gone. The resourceVersion moves on by one so that a list made after the
     /// compaction can be watched from.
     pub fn compact(&self) {
         let mut st = self.lock();
         st.history.clear();
+        st.snapshots.clear();
         st.rv += 1;
         st.compacted_rv = st.rv;
     }
@@ -391,6 +423,11 @@ impl Store {
     }
 
     /// Lists objects (all namespaces when `namespace` is `None`), in (namespace, name) order.
+    ///
+    /// A paginated list is consistent, as with etcd: the first page takes a snapshot of the
+    /// matching objects and the `continue` token pages through that snapshot, whatever changes
+    /// meanwhile. Snapshots are bounded ([`MAX_LIST_SNAPSHOTS`], oldest dropped first) and
+    /// dropped by compaction; continuing from a dropped one is a 410 Expired.
     pub fn list(
         &self,
         kind: &ResourceKind,
@@ -399,57 +436,73 @@ impl Store {
         limit: Option<usize>,
         continue_token: Option<&str>,
     ) -> Result<ListPage, ApiError> {
-        let st = self.lock();
-        let (resource_version, after) = match continue_token {
+        let mut st = self.lock();
+        let limit = limit.filter(|l| *l > 0);
+        let (snapshot, offset) = match continue_token {
             Some(token) => {
-                let mut parts = token.splitn(3, '/');
-                let (Some(rv), Some(ns), Some(name)) = (parts.next(), parts.next(), parts.next())
-                else {
-                    return Err(ApiError::bad_request("invalid continue token"));
-                };
-                let rv = rv
-                    .parse::<u64>()
-                    .map_err(|_| ApiError::bad_request("invalid continue token"))?;
-                let key = ObjectKey {
-                    namespace: ns.to_owned(),
-                    name: name.to_owned(),
-                };
-                (rv, Some(key))
+                let (id, offset) = parse_continue(token)?;
+                let snapshot = st
+                    .snapshots
+                    .iter()
+                    .find(|s| s.id == id)
+                    .cloned()
+                    .ok_or_else(|| {
+                        ApiError::gone(
+                            "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+                        )
+                    })?;
+                (snapshot, offset)
             }
-            None => (st.rv, None),
+            None => {
+                let items: Vec<Arc<Value>> = st
+                    .objects
+                    .get(&kind.key())
+                    .map(|objects| {
+                        objects
+                            .iter()
+                            .filter(|(key, object)| {
+                                namespace.is_none_or(|ns| ns == key.namespace)
+                                    && selectors.matches(object)
+                            })
+                            .map(|(_, object)| object.clone())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let whole = ListPage {
+                    items,
+                    resource_version: st.rv,
+                    continue_token: None,
+                };
+                if limit.is_none_or(|l| whole.items.len() <= l) {
+                    return Ok(whole);
+                }
+                st.next_snapshot += 1;
+                let snapshot = Arc::new(ListSnapshot {
+                    id: st.next_snapshot,
+                    rv: whole.resource_version,
+                    items: whole.items,
+                });
+                if st.snapshots.len() >= MAX_LIST_SNAPSHOTS {
+                    st.snapshots.pop_front();
+                }
+                st.snapshots.push_back(snapshot.clone());
+                (snapshot, 0)
+            }
         };
-        let mut items = Vec::new();
-        let mut continue_out = None;
-        if let Some(objects) = st.objects.get(&kind.key()) {
-            let range = match &after {
-                Some(k) => objects.range((
-                    std::ops::Bound::Excluded(k.clone()),
-                    std::ops::Bound::Unbounded,
-                )),
-                None => objects.range::<ObjectKey, _>(..),
-            };
-            for (key, object) in range {
-                if namespace.is_some_and(|ns| ns != key.namespace) || !selectors.matches(object) {
-                    continue;
-                }
-                if limit.is_some_and(|l| l > 0 && items.len() >= l) {
-                    if let Some(last) = items.last() {
-                        let last: &Arc<Value> = last;
-                        continue_out = Some(format!(
-                            "{resource_version}/{}/{}",
-                            meta::str_field(last, "namespace"),
-                            meta::str_field(last, "name")
-                        ));
-                    }
-                    break;
-                }
-                items.push(object.clone());
-            }
-        }
+        let end = limit.map_or(snapshot.items.len(), |l| {
+            offset.saturating_add(l).min(snapshot.items.len())
+        });
+        let items = snapshot.items.get(offset..end).unwrap_or_default().to_vec();
+        let continue_token = if end < snapshot.items.len() {
+            Some(format!("{}/{}/{end}", snapshot.rv, snapshot.id))
+        } else {
+            st.snapshots.retain(|s| s.id != snapshot.id);
+            None
+        };
         Ok(ListPage {
             items,
-            resource_version,
-            continue_token: continue_out,
+            resource_version: snapshot.rv,
+            continue_token,
         })
     }
 
