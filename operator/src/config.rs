@@ -235,6 +235,12 @@ impl Config {
                 })?,
         };
         let namespace = get(ENV_NAMESPACE).unwrap_or_default();
+        if namespace.is_empty() {
+            warnings.push(format!(
+                "{ENV_NAMESPACE} is not set: scalerAddress will be \"{service}.:{port}\", which \
+                 KEDA cannot resolve; set it to the namespace of the scaler Service"
+            ));
+        }
         let watch_namespace = get(ENV_WATCH_NAMESPACE);
         let duration = |name: &'static str, default: Duration| match get(name) {
             None => Ok(default),
@@ -419,7 +425,10 @@ mod tests {
 
     use super::*;
 
-    fn parse(argv: &[&str], env: &[(&str, &str)]) -> Result<(Config, Vec<String>), ConfigError> {
+    fn parse_raw(
+        argv: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<(Config, Vec<String>), ConfigError> {
         let args =
             Args::try_parse_from(std::iter::once("keda-http-operator").chain(argv.iter().copied()))
                 .expect("flags parse");
@@ -430,10 +439,20 @@ mod tests {
         Config::from_args_and_env(&args, &|k| env.get(k).cloned())
     }
 
+    /// Like [`parse_raw`] with the namespace set, as every real deployment has it.
+    fn parse(argv: &[&str], env: &[(&str, &str)]) -> Result<(Config, Vec<String>), ConfigError> {
+        let mut env = env.to_vec();
+        if !env.iter().any(|(k, _)| *k == ENV_NAMESPACE) {
+            env.push((ENV_NAMESPACE, "keda"));
+        }
+        parse_raw(argv, &env)
+    }
+
     #[test]
     fn defaults_match_the_official_operator() {
-        let (c, warnings) = parse(&[], &[(ENV_EXTERNAL_SCALER_SERVICE, "scaler")]).unwrap();
-        assert!(warnings.is_empty());
+        let (c, warnings) = parse_raw(&[], &[(ENV_EXTERNAL_SCALER_SERVICE, "scaler")]).unwrap();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].starts_with("KEDA_HTTP_OPERATOR_NAMESPACE is not set"));
         assert_eq!(c.external_scaler_port, 8091);
         assert_eq!(c.scaler_address(), "scaler.:8091");
         assert_eq!(c.leader_timings, LeaderTimings::default());
