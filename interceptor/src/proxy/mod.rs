@@ -126,6 +126,9 @@ impl Proxy {
     ) -> Response<ProxyBody> {
         let mut completion =
             Completion::start(Arc::clone(&self.metrics), method_label(req.method()));
+        if self.settings.log_requests {
+            completion.log_access(&req, peer.addr.ip());
+        }
         let version = req.version();
         let mut response = match self.route_and_forward(req, peer, &mut completion).await {
             Ok(Outcome::Response(response)) => response,
