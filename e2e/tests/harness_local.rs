@@ -6,6 +6,9 @@
 //!   stub interceptor admin endpoint serving `/queue`: in-flight requests reported by the stub
 //!   make the scaler active, the KEDA stand-in scales the app 0 → 1 through gRPC, the
 //!   simulator runs it, and with the counts back at zero it returns to 0 after its cooldown.
+//! - The same with the real `keda-http-operator` turning an HTTPScaledObject into the
+//!   ScaledObject (HTTPScaledObject mode of the scaler).
+//! - `E2E_API=external`'s path: CRDs and the add-on's Services installed through a kubeconfig.
 // Helpers outside `#[test]` fns unwrap too: any failure there is a test failure.
 #![allow(clippy::unwrap_used)]
 
@@ -277,4 +280,77 @@ async fn external_api_gets_the_crds_installed() {
         Api::namespaced(external.client().await.unwrap(), harness::NAMESPACE);
     services.get(harness::SCALER_SERVICE).await.unwrap();
     h.stop().await;
+}
+
+const HTTPSO: &str = r#"
+apiVersion: http.keda.sh/v1alpha1
+kind: HTTPScaledObject
+metadata:
+  name: app
+spec:
+  hosts: ["app.test"]
+  scaleTargetRef:
+    name: app
+    service: app
+    port: 8080
+  replicas:
+    min: 0
+    max: 3
+  scaledownPeriod: 2
+  scalingMetric:
+    concurrency:
+      targetValue: 2
+"#;
+
+#[tokio::test]
+async fn operator_generated_scaled_object_is_driven_by_the_real_scaler() {
+    tokio::time::timeout(
+        BOUND * 5,
+        harness::build_binaries(&["keda-http-scaler", "keda-http-operator"]),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let components = Components {
+        interceptor: false,
+        scaler: true,
+        operator: true,
+    };
+    let h = Harness::start(config(components)).await.unwrap();
+    let counts = Arc::new(Mutex::new(QueueCounts::default()));
+    set_concurrency(&counts, 0);
+    let stub = stub_admin(h.ports().admin, counts.clone()).await;
+    h.commands()
+        .for_image("e2e-backend", CommandSpec::new(BACKEND));
+    h.apply_yaml(&APP.replace("REPLICAS", "0"), "default")
+        .await
+        .unwrap();
+    h.apply_yaml(HTTPSO, "default").await.unwrap();
+
+    // The operator writes the ScaledObject KEDA acts on, with the scaler's in-cluster address.
+    let scaled_objects: Api<keda_http_api::scaled_object::ScaledObject> =
+        Api::namespaced(h.client(), "default");
+    let generated = async {
+        loop {
+            if let Ok(so) = scaled_objects.get("app").await {
+                return so;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let so = tokio::time::timeout(BOUND, generated).await.unwrap();
+    assert_eq!(
+        so.spec.triggers[0]
+            .metadata
+            .get("scalerAddress")
+            .map(String::as_str),
+        Some("keda-add-ons-http-external-scaler.keda:9090")
+    );
+
+    set_concurrency(&counts, 3);
+    wait_ready_replicas(&h, 2).await;
+    set_concurrency(&counts, 0);
+    wait_ready_replicas(&h, 0).await;
+    h.stop().await;
+    stub.abort();
 }
