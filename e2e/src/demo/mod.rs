@@ -233,9 +233,17 @@ async fn walk_through(
             break sent.elapsed();
         }
         if first.elapsed() > options.cold_start_timeout {
+            let hint = match status {
+                0 => "no response from the interceptor proxy",
+                404 => {
+                    "404: the interceptor has no route for the host (is it watching InterceptorRoutes?)"
+                }
+                502..=504 => "the interceptor could not reach a ready hello endpoint in time",
+                _ => "unexpected status",
+            };
             return Err(DemoError::ColdStart(
                 options.cold_start_timeout,
-                format!("last status {status}"),
+                format!("last status {status}; {hint}"),
             ));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
