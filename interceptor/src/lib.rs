@@ -157,6 +157,7 @@ impl Interceptor {
                 connect_timeout: config.connect_timeout,
                 max_idle_per_host: config.max_idle_conns_per_host,
                 log_requests: config.log_requests,
+                cold_start_header: config.enable_cold_start_header,
             },
         ));
         Ok(Self {

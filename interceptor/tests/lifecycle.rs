@@ -288,3 +288,56 @@ async fn drain_timeout_bounds_shutdown() {
     })
     .await;
 }
+
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn access_log_in_combined_log_format() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    // The test runtime is single-threaded, so every task logs through this subscriber.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    bounded(async {
+        let h = Harness::start(|c| c.log_requests = true).await;
+        let addr = backend(|_req| async { Response::new(full("hello")) }).await;
+        h.set_endpoints("ns", "app", 80, http1(&[addr]));
+        h.install(vec![route("ns", "app", &[], &[])]).await;
+        let req = Request::get(h.proxy_url("/path?q=1"))
+            .header(header::HOST, "x")
+            .header(header::USER_AGENT, "agent/1.0")
+            .header(header::REFERER, "http://ref/")
+            .body(empty())
+            .expect("request");
+        let response = client().request(req).await.expect("response");
+        response.into_body().collect().await.expect("body");
+        h.wait_concurrency("ns/app", 0).await;
+        h.stop().await;
+    })
+    .await;
+    let text = String::from_utf8(captured.0.lock().expect("lock").clone()).expect("utf-8");
+    let line = text
+        .lines()
+        .find(|l| l.contains("GET /path?q=1"))
+        .unwrap_or_else(|| panic!("no access line in {text}"));
+    assert!(
+        line.contains("127.0.0.1 - - [")
+            && line.contains("] \"GET /path?q=1 HTTP/1.1\" 200 5 \"http://ref/\" \"agent/1.0\""),
+        "{line}"
+    );
+}

@@ -75,6 +75,7 @@ async fn forwards_preserving_host_and_setting_forwarded_headers() {
         let response = client().request(req).await.expect("response");
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(response.headers()["x-backend"], "echo");
+        assert_eq!(response.headers()["x-keda-http-cold-start"], "false");
         assert!(
             response.headers().get("keep-alive").is_none(),
             "hop-by-hop response header removed"

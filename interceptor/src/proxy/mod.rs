@@ -58,7 +58,14 @@ pub struct ProxySettings {
     pub max_idle_per_host: usize,
     /// Write a Combined Log Format line per request (`KEDA_HTTP_LOG_REQUESTS`).
     pub log_requests: bool,
+    /// Set `X-KEDA-HTTP-Cold-Start` on forwarded responses
+    /// (`KEDA_HTTP_ENABLE_COLD_START_HEADER`).
+    pub cold_start_header: bool,
 }
+
+/// Response header telling whether the request waited for a cold start.
+pub const COLD_START_HEADER: http::HeaderName =
+    http::HeaderName::from_static("x-keda-http-cold-start");
 
 /// Shared state of the proxy listeners.
 #[derive(Debug)]
@@ -238,6 +245,13 @@ impl Proxy {
             });
         }
         forward::strip_hop_by_hop(response.headers_mut(), false);
+        if self.settings.cold_start_header {
+            // No request is held yet (cold-start holding comes with the Kubernetes wiring), so
+            // every forwarded response is a warm one.
+            response
+                .headers_mut()
+                .insert(COLD_START_HEADER, HeaderValue::from_static("false"));
+        }
         Ok(Outcome::Response(response.map(|body| {
             let body = ProxyBody::upstream(body);
             match deadline {
