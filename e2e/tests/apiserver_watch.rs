@@ -572,3 +572,114 @@ async fn metadata_watcher_sees_metadata_only_objects() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn close_watches_ends_every_open_stream() {
+    common::bounded(async {
+        let server = LocalApiServer::start().await.unwrap();
+        let client = server.client().await.unwrap();
+        let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+        let rv = cms
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .metadata
+            .resource_version
+            .unwrap();
+        let mut a = cms
+            .watch(&WatchParams::default(), &rv)
+            .await
+            .unwrap()
+            .boxed();
+        let mut b = cms
+            .watch(&WatchParams::default(), &rv)
+            .await
+            .unwrap()
+            .boxed();
+        let mut open = server.watch_stats().subscribe();
+        within("two open watches", open.wait_for(|n| *n == 2))
+            .await
+            .unwrap();
+        server.faults().close_watches();
+        for stream in [&mut a, &mut b] {
+            within("the stream to end", async {
+                while let Some(event) = stream.next().await {
+                    assert!(matches!(event, Ok(WatchEvent::Bookmark(_))), "{event:?}");
+                }
+            })
+            .await;
+        }
+        within("no open watches", open.wait_for(|n| *n == 0))
+            .await
+            .unwrap();
+        // New watches are not affected.
+        let mut c = cms
+            .watch(&WatchParams::default(), &rv)
+            .await
+            .unwrap()
+            .boxed();
+        cms.create(&PostParams::default(), &cm("after", "x"))
+            .await
+            .unwrap();
+        assert!(
+            matches!(next_change(&mut c).await, WatchEvent::Added(o) if o.name_any() == "after")
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn watcher_with_backoff_recovers_from_injected_500s() {
+    common::bounded(async {
+        use kube::runtime::WatchStreamExt;
+
+        let server = LocalApiServer::start().await.unwrap();
+        let client = server.client().await.unwrap();
+        let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+        let mut objects = watcher(cms.clone(), watcher::Config::default())
+            .default_backoff()
+            .applied_objects()
+            .boxed();
+        // Drive the watcher in the background; errors are passed through by the backoff (it
+        // only spaces the retries out), applied objects are forwarded by name.
+        let (tx, mut names) = tokio::sync::mpsc::unbounded_channel();
+        let driver = tokio::spawn(async move {
+            while let Some(item) = objects.next().await {
+                if let Ok(o) = item {
+                    let _ = tx.send(o.name_any());
+                }
+            }
+        });
+        cms.create(&PostParams::default(), &cm("first", "x"))
+            .await
+            .unwrap();
+        assert_eq!(
+            within("the first object", names.recv()).await.unwrap(),
+            "first"
+        );
+
+        // The watch drops and the next two requests (both the watcher's) fail: with backoff
+        // it retries until they pass, then carries on.
+        let mut failures = server.faults().failures();
+        server.faults().fail_next(2);
+        server.faults().close_watches();
+        within(
+            "the watcher to hit both failures",
+            failures.wait_for(|n| *n == 0),
+        )
+        .await
+        .unwrap();
+        cms.create(&PostParams::default(), &cm("second", "x"))
+            .await
+            .unwrap();
+        assert_eq!(
+            within("the object created after the failures", names.recv())
+                .await
+                .unwrap(),
+            "second"
+        );
+        driver.abort();
+        assert_eq!(server.faults().pending_failures(), 0);
+    })
+    .await;
+}

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::store::Store;
@@ -12,7 +13,7 @@ use super::store::Store;
 /// The fault switches of one server. Every method takes effect immediately.
 #[derive(Debug)]
 pub struct Faults {
-    fail_next: AtomicU64,
+    fail_next: watch::Sender<u64>,
     delay_next: AtomicU64,
     delay: Mutex<Duration>,
     watches: Mutex<CancellationToken>,
@@ -24,7 +25,7 @@ impl Faults {
     /// Watches are closed by [`Faults::close_watches`] and when `shutdown` is cancelled.
     pub(crate) fn new(store: Arc<Store>, shutdown: CancellationToken) -> Self {
         Self {
-            fail_next: AtomicU64::new(0),
+            fail_next: watch::Sender::new(0),
             delay_next: AtomicU64::new(0),
             delay: Mutex::new(Duration::ZERO),
             watches: Mutex::new(shutdown.child_token()),
@@ -43,7 +44,7 @@ impl Faults {
 
     /// Answers the next `n` authenticated requests with 500 InternalError.
     pub fn fail_next(&self, n: u64) {
-        self.fail_next.store(n, Ordering::SeqCst);
+        self.fail_next.send_replace(n);
     }
 
     /// Holds each of the next `n` authenticated requests for `delay` before serving it.
@@ -61,11 +62,24 @@ impl Faults {
 
     /// How many injected failures remain.
     pub fn pending_failures(&self) -> u64 {
-        self.fail_next.load(Ordering::SeqCst)
+        *self.fail_next.borrow()
+    }
+
+    /// A receiver of the remaining failure count, e.g. to wait until a client has consumed
+    /// them all: `faults.failures().wait_for(|n| *n == 0)`.
+    pub fn failures(&self) -> watch::Receiver<u64> {
+        self.fail_next.subscribe()
     }
 
     pub(crate) fn take_failure(&self) -> bool {
-        take_one(&self.fail_next)
+        self.fail_next.send_if_modified(|n| {
+            if *n > 0 {
+                *n -= 1;
+                true
+            } else {
+                false
+            }
+        })
     }
 
     pub(crate) fn take_delay(&self) -> Option<Duration> {
