@@ -341,3 +341,68 @@ async fn access_log_in_combined_log_format() {
         "{line}"
     );
 }
+
+/// An upgraded (WebSocket) connection keeps working while the proxy drains and is cut when
+/// the drain timeout passes; its count is released.
+#[tokio::test]
+async fn upgraded_connections_are_drained_then_cut() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    bounded(async {
+        let mut h = Harness::start(|c| {
+            c.shutdown_delay = Duration::ZERO;
+            c.drain_timeout = Duration::from_millis(300);
+        })
+        .await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let ws_addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                        return;
+                    };
+                    while let Some(Ok(msg)) = ws.next().await {
+                        if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        h.set_endpoints("ns", "ws", 80, http1(&[ws_addr]));
+        h.install(vec![route("ns", "ws", &[], &[])]).await;
+        let stream = tokio::net::TcpStream::connect(h.addrs.proxy)
+            .await
+            .expect("connect");
+        let (mut ws, _) = tokio_tungstenite::client_async("ws://x/", stream)
+            .await
+            .expect("handshake");
+        ws.send(Message::text("before")).await.expect("send");
+        assert_eq!(
+            ws.next()
+                .await
+                .expect("msg")
+                .expect("ok")
+                .into_text()
+                .expect("text")
+                .as_str(),
+            "before"
+        );
+
+        h.shutdown();
+        h.wait_phase(Phase::Closing).await;
+        h.wait_phase(Phase::Stopped).await;
+        // Cut by the drain deadline: the stream ends (EOF or error), no echo.
+        let _ = ws.send(Message::text("after")).await;
+        match ws.next().await {
+            None | Some(Err(_)) => {}
+            Some(Ok(msg)) => assert!(msg.is_close(), "unexpected {msg:?}"),
+        }
+        h.wait_concurrency("ns/ws", 0).await;
+        h.stop().await;
+    })
+    .await;
+}

@@ -434,4 +434,130 @@ POST / HTTP/1.1\r\nHost: a\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\
 POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
         assert_eq!(scan(&[upgrade]), (1, NONE));
     }
+
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Framing {
+        None,
+        Length(usize),
+        Chunked(Vec<usize>, bool),
+    }
+
+    fn arb_request() -> impl Strategy<Value = (String, Framing, Vec<(String, String)>)> {
+        let method = prop::sample::select(&["GET", "POST", "PUT", "DELETE"][..]);
+        let path = "/[a-z0-9/]{0,40}(\\?[a-z=&]{0,20})?";
+        let framing = prop_oneof![
+            Just(Framing::None),
+            (0usize..300).prop_map(Framing::Length),
+            (prop::collection::vec(1usize..200, 0..5), any::<bool>())
+                .prop_map(|(chunks, trailers)| Framing::Chunked(chunks, trailers)),
+        ];
+        let header = (
+            prop::sample::select(
+                &[
+                    "X-Content-Length",
+                    "Content-Lengthy",
+                    "Accept",
+                    "X-Transfer-Encoding",
+                    "Cookie",
+                    "Content-Type",
+                ][..],
+            ),
+            "[ -~]{0,30}",
+        )
+            .prop_map(|(n, v)| (n.to_owned(), v.trim().to_owned()));
+        (
+            (method, path).prop_map(|(m, p)| format!("{m} {p} HTTP/1.1")),
+            framing,
+            prop::collection::vec(header, 0..6),
+        )
+    }
+
+    fn encode(
+        line: &str,
+        framing: &Framing,
+        headers: &[(String, String)],
+        body_byte: u8,
+    ) -> Vec<u8> {
+        let mut out = format!("{line}\r\nHost: example.com\r\n").into_bytes();
+        for (n, v) in headers {
+            out.extend_from_slice(format!("{n}: {v}\r\n").as_bytes());
+        }
+        match framing {
+            Framing::None => out.extend_from_slice(b"\r\n"),
+            Framing::Length(n) => {
+                out.extend_from_slice(format!("Content-Length: {n}\r\n\r\n").as_bytes());
+                out.extend(std::iter::repeat_n(body_byte, *n));
+            }
+            Framing::Chunked(chunks, trailers) => {
+                out.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
+                for (i, n) in chunks.iter().enumerate() {
+                    let size = if i % 2 == 0 {
+                        format!("{n:x}")
+                    } else {
+                        format!("{n:X};ext=v")
+                    };
+                    out.extend_from_slice(format!("{size}\r\n").as_bytes());
+                    out.extend(std::iter::repeat_n(body_byte, *n));
+                    out.extend_from_slice(b"\r\n");
+                }
+                out.extend_from_slice(b"0\r\n");
+                if *trailers {
+                    out.extend_from_slice(b"X-Checksum: abc\r\n");
+                }
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+        /// Valid pipelined requests (bodies full of header-like bytes), split anywhere: every
+        /// head is counted and none is flagged; an ambiguous head is flagged at its index.
+        #[test]
+        fn scanner_follows_valid_framing(
+            requests in prop::collection::vec(arb_request(), 1..6),
+            ambiguous_at in prop::option::of(0usize..6),
+            cuts in prop::collection::vec(1usize..64, 0..200),
+        ) {
+            let mut stream = Vec::new();
+            for (line, framing, headers) in &requests {
+                stream.extend(encode(line, framing, headers, b'\n'));
+            }
+            let ambiguous_at = ambiguous_at.filter(|i| *i <= requests.len());
+            if let Some(i) = ambiguous_at {
+                // Replace the tail from request i by an ambiguous request.
+                let mut prefix = Vec::new();
+                for (line, framing, headers) in requests.iter().take(i) {
+                    prefix.extend(encode(line, framing, headers, b'\n'));
+                }
+                prefix.extend_from_slice(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+                stream = prefix;
+            }
+            let mut pieces = Vec::new();
+            let mut rest: &[u8] = &stream;
+            for cut in cuts {
+                if rest.is_empty() {
+                    break;
+                }
+                let (a, b) = rest.split_at(cut.min(rest.len()));
+                pieces.push(a);
+                rest = b;
+            }
+            pieces.push(rest);
+            let (heads, flagged) = scan(&pieces);
+            match ambiguous_at {
+                None => {
+                    prop_assert_eq!(heads, requests.len() as u64);
+                    prop_assert_eq!(flagged, NONE);
+                }
+                Some(i) => {
+                    prop_assert_eq!(heads, i as u64 + 1);
+                    prop_assert_eq!(flagged, i as u64);
+                }
+            }
+        }
+    }
 }
