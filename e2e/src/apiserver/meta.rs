@@ -65,3 +65,17 @@ pub(crate) fn spec_part(object: &Value) -> Value {
     }
     copy
 }
+
+/// Sets (or with `None` removes) a top-level field such as `status`.
+pub(crate) fn set_top(object: &mut Value, field: &str, value: Option<Value>) {
+    if let Some(map) = object.as_object_mut() {
+        match value {
+            Some(v) => {
+                map.insert(field.to_owned(), v);
+            }
+            None => {
+                map.remove(field);
+            }
+        }
+    }
+}

@@ -78,6 +78,7 @@
 //!   `/watch/` paths, `pods/log`/`exec`/`eviction` and other subresources, pod scheduling
 //!   or any controller (the workload simulator plays those parts).
 
+mod defaults;
 pub mod discovery;
 pub mod error;
 pub mod faults;
@@ -86,8 +87,10 @@ pub mod kinds;
 pub mod manifests;
 mod meta;
 pub mod patch;
+mod scale;
 pub mod selectors;
 pub mod store;
+mod validation;
 pub mod watch;
 
 use std::net::SocketAddr;

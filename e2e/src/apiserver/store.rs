@@ -11,14 +11,19 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use bytes::Bytes;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
+use super::defaults::{apply_defaults, random_suffix, record_manager};
 use super::error::ApiError;
 use super::kinds::{KindRegistry, ResourceKey, ResourceKind};
 use super::meta;
 use super::patch::{self, ListMerge};
+use super::scale::scale_of;
 use super::selectors::Selectors;
+use super::validation::{
+    check_apply, check_body_name, normalise_type, resolve_namespace, validate_name,
+};
 
 /// (namespace, name); the namespace is "" for cluster-scoped objects.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -664,12 +669,12 @@ impl Store {
         let mut next = match sub {
             Subresource::Status => {
                 let mut only_status = (**current).clone();
-                set_top(&mut only_status, "status", next.get("status").cloned());
+                meta::set_top(&mut only_status, "status", next.get("status").cloned());
                 only_status
             }
             _ => {
                 if kind.status_subresource {
-                    set_top(&mut next, "status", current.get("status").cloned());
+                    meta::set_top(&mut next, "status", current.get("status").cloned());
                 }
                 next
             }
@@ -1038,268 +1043,9 @@ fn stale(kind: &ResourceKind, name: &str) -> ApiError {
     )
 }
 
-fn set_top(object: &mut Value, field: &str, value: Option<Value>) {
-    if let Some(map) = object.as_object_mut() {
-        match value {
-            Some(v) => {
-                map.insert(field.to_owned(), v);
-            }
-            None => {
-                map.remove(field);
-            }
-        }
-    }
-}
-
 /// Built-in groups get strategic merge; custom resources do not (as on a real server).
 fn is_builtin_group(group: &str) -> bool {
     group.is_empty() || group == "apps" || group.ends_with(".k8s.io")
-}
-
-fn normalise_type(kind: &ResourceKind, body: &mut Value) -> Result<(), ApiError> {
-    let api_version = kind.api_version();
-    let Some(map) = body.as_object_mut() else {
-        return Err(ApiError::bad_request(
-            "the request body must be a JSON object",
-        ));
-    };
-    match map.get("kind").and_then(Value::as_str) {
-        Some(k) if !k.is_empty() && k != kind.kind => {
-            return Err(ApiError::bad_request(format!(
-                "the kind \"{k}\" does not match the resource {} (kind {})",
-                kind.plural, kind.kind
-            )));
-        }
-        _ => {}
-    }
-    match map.get("apiVersion").and_then(Value::as_str) {
-        Some(v) if !v.is_empty() && v != api_version => {
-            return Err(ApiError::bad_request(format!(
-                "the apiVersion \"{v}\" does not match the request ({api_version})"
-            )));
-        }
-        _ => {}
-    }
-    map.insert("kind".to_owned(), json!(kind.kind));
-    map.insert("apiVersion".to_owned(), json!(api_version));
-    if !map.get("metadata").is_some_and(Value::is_object) {
-        map.insert("metadata".to_owned(), Value::Object(Map::new()));
-    }
-    Ok(())
-}
-
-fn resolve_namespace(
-    kind: &ResourceKind,
-    namespace: Option<&str>,
-    body: &Value,
-) -> Result<String, ApiError> {
-    if !kind.namespaced {
-        return Ok(String::new());
-    }
-    let in_body = meta::str_field(body, "namespace");
-    match namespace {
-        Some(ns) if !in_body.is_empty() && in_body != ns => Err(ApiError::bad_request(
-            "the namespace of the provided object does not match the namespace sent on the request",
-        )),
-        Some(ns) => Ok(ns.to_owned()),
-        None => Err(ApiError::bad_request(format!(
-            "{} is namespaced: create it under /namespaces/<namespace>/",
-            kind.plural
-        ))),
-    }
-}
-
-/// What a real server requires of a server-side apply request.
-fn check_apply(
-    kind: &ResourceKind,
-    applied: &Value,
-    name: &str,
-    opts: &WriteOptions,
-) -> Result<(), ApiError> {
-    if opts.field_manager.is_none() {
-        return Err(ApiError::invalid(
-            "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
-        ));
-    }
-    if applied["apiVersion"].as_str().unwrap_or("").is_empty()
-        || applied["kind"].as_str().unwrap_or("").is_empty()
-    {
-        return Err(ApiError::bad_request(
-            "invalid object type: apiVersion and kind must be set in an apply patch",
-        ));
-    }
-    check_body_name(kind, applied, name)
-}
-
-fn check_body_name(kind: &ResourceKind, body: &Value, name: &str) -> Result<(), ApiError> {
-    let in_body = meta::str_field(body, "name");
-    if !in_body.is_empty() && in_body != name {
-        return Err(ApiError::bad_request(format!(
-            "the name of the object ({in_body}) does not match the name on the URL ({name}) for {}",
-            kind.plural
-        )));
-    }
-    Ok(())
-}
-
-fn validate_name(kind: &ResourceKind, name: &str) -> Result<(), ApiError> {
-    let ok = name.len() <= 253
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
-        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(format!(
-            "{} \"{name}\" is invalid: metadata.name: Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.'",
-            kind.kind
-        )))
-    }
-}
-
-/// Five characters from the alphabet the real server uses for `generateName`.
-fn random_suffix() -> String {
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    let bytes = uuid::Uuid::new_v4().into_bytes();
-    bytes[..5]
-        .iter()
-        .map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]))
-        .collect()
-}
-
-fn apply_defaults(kind: &ResourceKind, body: &mut Value, cluster_ip: u32) {
-    if kind.status_subresource
-        && let Some(map) = body.as_object_mut()
-    {
-        map.remove("status");
-    }
-    match (kind.group.as_str(), kind.plural.as_str()) {
-        ("", "namespaces") => set_top(body, "status", Some(json!({"phase": "Active"}))),
-        ("apiextensions.k8s.io", "customresourcedefinitions") => {
-            // No controller establishes CRDs here: they are served as soon as they exist.
-            let names = body["spec"]["names"].clone();
-            let status = json!({
-                "acceptedNames": names,
-                "conditions": [
-                    {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts",
-                     "lastTransitionTime": meta::now()},
-                    {"type": "Established", "status": "True", "reason": "InitialNamesAccepted",
-                     "lastTransitionTime": meta::now()},
-                ],
-                "storedVersions": body["spec"]["versions"]
-                    .as_array()
-                    .map(|vs| vs.iter()
-                        .filter(|v| v["storage"].as_bool() == Some(true))
-                        .map(|v| v["name"].clone())
-                        .collect::<Vec<_>>())
-                    .unwrap_or_default(),
-            });
-            set_top(body, "status", Some(status));
-        }
-        ("apps", "deployments") => {
-            if let Some(spec) = body.get_mut("spec").and_then(Value::as_object_mut) {
-                spec.entry("replicas").or_insert(json!(1));
-            }
-        }
-        ("", "services") => default_service(body, cluster_ip),
-        _ => {}
-    }
-}
-
-/// The defaults a real API server gives a Service: `type: ClusterIP`, a cluster IP from
-/// 10.96.0.0/12 (unless headless or ExternalName), `protocol: TCP` and `targetPort = port`.
-fn default_service(body: &mut Value, n: u32) {
-    let Some(spec) = body.get_mut("spec").and_then(Value::as_object_mut) else {
-        return;
-    };
-    let service_type = spec
-        .entry("type")
-        .or_insert(json!("ClusterIP"))
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    if service_type != "ExternalName" && spec.get("clusterIP").is_none() {
-        let ip = format!("10.96.{}.{}", (n >> 8) & 0xff, n & 0xff);
-        spec.insert("clusterIP".to_owned(), json!(ip));
-        spec.insert("clusterIPs".to_owned(), json!([ip]));
-    }
-    if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
-        for port in ports.iter_mut().filter_map(Value::as_object_mut) {
-            port.entry("protocol").or_insert(json!("TCP"));
-            if let Some(number) = port.get("port").cloned() {
-                port.entry("targetPort").or_insert(number);
-            }
-        }
-    }
-}
-
-fn record_manager(
-    body: &mut Value,
-    kind: &ResourceKind,
-    manager: &str,
-    operation: &str,
-    sub: Subresource,
-) {
-    let subresource = match sub {
-        Subresource::Main => None,
-        Subresource::Status => Some("status"),
-        Subresource::Scale => Some("scale"),
-    };
-    let mut entries: Vec<Value> = body["metadata"]["managedFields"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    entries.retain(|e| {
-        !(e["manager"].as_str() == Some(manager)
-            && e["operation"].as_str() == Some(operation)
-            && e["subresource"].as_str() == subresource)
-    });
-    let mut entry = json!({
-        "manager": manager,
-        "operation": operation,
-        "apiVersion": kind.api_version(),
-        "time": meta::now(),
-        "fieldsType": "FieldsV1",
-        "fieldsV1": {},
-    });
-    if let (Some(s), Some(map)) = (subresource, entry.as_object_mut()) {
-        map.insert("subresource".to_owned(), json!(s));
-    }
-    entries.push(entry);
-    meta::set(body, "managedFields", Some(Value::Array(entries)));
-}
-
-/// The `autoscaling/v1` `Scale` view of an object with `spec.replicas`.
-fn scale_of(object: &Value) -> Value {
-    let selector = object["spec"]["selector"]["matchLabels"]
-        .as_object()
-        .map(|labels| {
-            labels
-                .iter()
-                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
-                .collect::<Vec<_>>()
-                .join(",")
-        })
-        .unwrap_or_default();
-    let m = &object["metadata"];
-    json!({
-        "apiVersion": "autoscaling/v1",
-        "kind": "Scale",
-        "metadata": {
-            "name": m["name"],
-            "namespace": m["namespace"],
-            "uid": m["uid"],
-            "resourceVersion": m["resourceVersion"],
-            "creationTimestamp": m["creationTimestamp"],
-        },
-        "spec": {"replicas": object["spec"]["replicas"].as_i64().unwrap_or(0)},
-        "status": {
-            "replicas": object["status"]["replicas"].as_i64().unwrap_or(0),
-            "selector": selector,
-        },
-    })
 }
 
 #[cfg(test)]
