@@ -24,6 +24,13 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Modules
+//! [`kinds`] (served resources), [`store`] (objects, resourceVersions, event history, list
+//! snapshots, finalizers and garbage collection), `validation` and `defaults` (what the
+//! server checks and fills in), `scale` (the Scale view), [`watch`] (watch streams),
+//! [`selectors`], [`patch`], [`discovery`], [`http`] (routing and encoding), [`error`]
+//! (`Status` errors), [`faults`] and [`manifests`] (seeding from YAML).
+//!
 //! # What it implements
 //! - Objects of any registered kind ([`kinds`]) stored untyped as JSON ([`store`]): create,
 //!   get, list (label/field selectors, `limit`/`continue`, all namespaces), update, patch,
