@@ -887,3 +887,56 @@ async fn request_deadline_ends_a_streaming_body() {
     })
     .await;
 }
+
+/// An h2c backend that closes every connection (GOAWAY) after one response: the next request
+/// finds the cached upstream connection closed or closing and must not fail.
+#[tokio::test]
+async fn h2c_upstream_reconnects_after_the_backend_closes_its_connection() {
+    bounded(async {
+        let h = Harness::start(|_| {}).await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let connections = Arc::new(AtomicUsize::new(0));
+        let accepted = connections.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                accepted.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let (served_tx, served_rx) = oneshot::channel::<()>();
+                    let served_tx = Arc::new(std::sync::Mutex::new(Some(served_tx)));
+                    let service = hyper::service::service_fn(move |_req| {
+                        if let Some(tx) = served_tx.lock().expect("lock").take() {
+                            let _ = tx.send(());
+                        }
+                        async { Ok::<_, std::convert::Infallible>(Response::new(full("h2"))) }
+                    });
+                    let conn = hyper::server::conn::http2::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                    tokio::pin!(conn);
+                    tokio::select! {
+                        _ = conn.as_mut() => return,
+                        _ = served_rx => {}
+                    }
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                });
+            }
+        });
+        h.set_endpoints("ns", "h2", 80, EndpointSet::h2c([addr]));
+        h.install(vec![route("ns", "h2", &[], &[])]).await;
+        for _ in 0..3 {
+            let (status, _, body) = get(&h.proxy_url("/"), "x").await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(&body[..], b"h2");
+        }
+        // Each connection serves one request, so at least one new connection was needed
+        // (a request may slip into the graceful-close window of the previous one).
+        assert!(connections.load(Ordering::SeqCst) >= 2);
+        h.stop().await;
+    })
+    .await;
+}

@@ -197,15 +197,15 @@ impl Upstream {
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         // Extensions (e.g. hyper's upgrade handle) stay with the client request.
         parts.extensions = http::Extensions::new();
-        let mut tried = [None::<SocketAddr>; MAX_CONNECT_ATTEMPTS];
+        // Endpoints already tried (on the stack: no allocation).
+        let mut tried = [SocketAddr::from(([0, 0, 0, 0], 0)); MAX_CONNECT_ATTEMPTS];
         let mut last_timeout = false;
         let mut last_error: Option<super::error::BoxError> = None;
         for attempt in 0..MAX_CONNECT_ATTEMPTS {
-            let exclude: &[SocketAddr] = &flatten(&tried[..attempt]);
-            let Some(addr) = pool.pick(exclude) else {
+            let Some(addr) = pool.pick(&tried[..attempt]) else {
                 break;
             };
-            tried[attempt] = Some(addr);
+            tried[attempt] = addr;
             let more =
                 attempt + 1 < MAX_CONNECT_ATTEMPTS && pool.current().ready.len() > attempt + 1;
             match protocol {
@@ -246,7 +246,7 @@ impl Upstream {
                         last_error = Some(error);
                     }
                     Err(AttemptError::Upstream(e)) => return Err(upstream_error(e)),
-                    Ok(mut sender) => {
+                    Ok(sender) => {
                         let headers = std::mem::take(&mut parts.headers);
                         let mut req = Request::new(UpstreamBody::once(body));
                         *req.method_mut() = parts.method.clone();
@@ -255,13 +255,9 @@ impl Upstream {
                         *req.version_mut() = Version::HTTP_2;
                         *req.headers_mut() = headers;
                         req.headers_mut().remove(header::HOST);
-                        let sent = with_timeout(response_header_timeout, async {
-                            sender
-                                .send_request(req)
-                                .await
-                                .map_err(|e| AttemptError::Upstream(Box::new(e)))
-                        })
-                        .await;
+                        let sent =
+                            with_timeout(response_header_timeout, self.send_h2(addr, sender, req))
+                                .await;
                         return match sent {
                             Ok(response) => Ok(response),
                             Err(AttemptError::Upstream(e)) => Err(upstream_error(e)),
@@ -294,6 +290,33 @@ impl Upstream {
                 AttemptError::Upstream(Box::new(e))
             }
         })
+    }
+
+    /// Sends on a cached h2c connection; if that connection turns out to be dead before the
+    /// request was sent, the request comes back and goes out once more on a new connection.
+    async fn send_h2(
+        &self,
+        addr: SocketAddr,
+        mut sender: http2::SendRequest<UpstreamBody>,
+        req: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, AttemptError> {
+        let mut error = match sender.try_send_request(req).await {
+            Ok(response) => return Ok(response),
+            Err(error) => error,
+        };
+        let Some(req) = error.take_message() else {
+            return Err(AttemptError::Upstream(Box::new(error.into_error())));
+        };
+        tracing::debug!(%addr, "cached h2c connection was closed; reconnecting");
+        self.h2
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&addr);
+        let mut sender = self.h2_sender(addr).await?;
+        sender
+            .send_request(req)
+            .await
+            .map_err(|e| AttemptError::Upstream(Box::new(e)))
     }
 
     /// The h2c connection to `addr`, established (within the connect timeout) if needed.
@@ -344,21 +367,6 @@ impl Upstream {
         conns.insert(addr, sender.clone());
         Ok(sender)
     }
-}
-
-fn flatten(tried: &[Option<SocketAddr>]) -> [SocketAddr; MAX_CONNECT_ATTEMPTS] {
-    // Unused slots repeat the first tried address (or a placeholder) so the slice stays on the stack.
-    let fill = tried
-        .iter()
-        .flatten()
-        .next()
-        .copied()
-        .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
-    let mut out = [fill; MAX_CONNECT_ATTEMPTS];
-    for (slot, t) in out.iter_mut().zip(tried.iter().flatten()) {
-        *slot = *t;
-    }
-    out
 }
 
 async fn with_timeout<T>(
