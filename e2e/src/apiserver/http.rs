@@ -363,7 +363,6 @@ fn watch_response(
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/json")
-        .header(header::TRANSFER_ENCODING, "chunked")
         .body(body)
         .map_err(|e| ApiError::internal(e.to_string()))
 }
