@@ -16,7 +16,7 @@
 //! network, and every applied change is announced on a watch channel that `StreamIsActive`
 //! streams follow.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -50,6 +50,8 @@ pub struct KeyState {
     /// Requests seen since this scaler first saw the key (sum of positive deltas).
     pub requests_seen: u64,
     rate: RateHistory,
+    /// Number of pods whose latest snapshot lists the key.
+    pods: u32,
 }
 
 /// Which pod to poll, and the generation its snapshot had when the poll started.
@@ -101,14 +103,23 @@ impl Aggregator {
     /// Replaces the set of interceptor pods: new pods are added (no snapshot yet), departed
     /// pods are pruned together with their cached counts. Returns whether the aggregate
     /// changed.
-    pub fn set_interceptors(&mut self, addrs: &BTreeSet<SocketAddr>, now: Duration) -> bool {
-        let before = self.pods.len();
-        self.pods.retain(|addr, _| addrs.contains(addr));
-        let pruned = before != self.pods.len();
+    pub fn set_interceptors(&mut self, addrs: &BTreeSet<SocketAddr>) -> bool {
+        let departed: Vec<SocketAddr> = self
+            .pods
+            .keys()
+            .filter(|addr| !addrs.contains(addr))
+            .copied()
+            .collect();
+        let mut changed = false;
+        for addr in departed {
+            if let Some(counts) = self.pods.remove(&addr).and_then(|pod| pod.counts) {
+                changed |= subtract(&mut self.keys, &counts);
+            }
+        }
         for addr in addrs {
             self.pods.entry(*addr).or_default();
         }
-        pruned && self.recompute(now, &HashMap::new())
+        changed
     }
 
     /// The pods to poll: every known pod whose push stream has not delivered a snapshot
@@ -129,19 +140,13 @@ impl Aggregator {
     /// snapshot by push while the poll was in flight, or when its push stream is connected:
     /// one source at a time per pod keeps snapshots in order, so an old snapshot can never
     /// pass for a counter reset.
-    pub fn apply_poll(
-        &mut self,
-        now: Duration,
-        results: Vec<PollResult>,
-        push_fresh: Duration,
-    ) -> PollSummary {
+    pub fn apply_poll(&mut self, now: Duration, results: Vec<PollResult>) -> PollSummary {
         let mut summary = PollSummary {
             endpoints: self.pods.len(),
             polled: results.len(),
             unreachable: 0,
             changed: false,
         };
-        let mut deltas = HashMap::new();
         for result in results {
             let Some(pod) = self.pods.get_mut(&result.target.addr) else {
                 continue;
@@ -154,12 +159,21 @@ impl Aggregator {
                 Some(counts) => {
                     self.last_contact = Some(now);
                     if pod.generation == result.target.generation && !pod.push_connected {
-                        pod.observe(counts, &mut deltas);
+                        summary.changed |= self.observe(now, result.target.addr, counts);
                     } else {
                         pod.reachable = true;
                     }
                 }
             }
+        }
+        summary
+    }
+
+    /// The end of a poll cycle: records a zero sample for every route (so a route's rate
+    /// history knows it is still observed) and counts fresh push streams as contact.
+    pub fn end_cycle(&mut self, now: Duration, push_fresh: Duration) {
+        for state in self.keys.values_mut() {
+            state.rate.record(now, 0);
         }
         if self
             .pods
@@ -168,8 +182,6 @@ impl Aggregator {
         {
             self.last_contact = Some(now);
         }
-        summary.changed = self.recompute(now, &deltas);
-        summary
     }
 
     /// Applies a snapshot pushed by `addr`. Returns `None` (and ignores it) if the pod is not
@@ -182,13 +194,11 @@ impl Aggregator {
         counts: QueueCounts,
     ) -> Option<bool> {
         let pod = self.pods.get_mut(&addr)?;
-        let mut deltas = HashMap::new();
-        pod.observe(counts, &mut deltas);
         let connected_now = !pod.push_connected;
         pod.push_connected = true;
         pod.last_push = Some(now);
         self.last_contact = Some(now);
-        let changed = self.recompute(now, &deltas);
+        let changed = self.observe(now, addr, counts);
         Some(changed || connected_now)
     }
 
@@ -271,36 +281,94 @@ impl Aggregator {
         self.keys.keys().map(String::as_str)
     }
 
-    /// Recomputes concurrency sums, records `deltas` (and a zero for every other key) into the
-    /// rate histories, and drops keys that no pod reports. Returns whether any key's
-    /// concurrency or request total changed, or a key came or went.
-    fn recompute(&mut self, now: Duration, deltas: &HashMap<String, u64>) -> bool {
-        let mut sums: BTreeMap<&str, i64> = BTreeMap::new();
-        for counts in self.pods.values().filter_map(|p| p.counts.as_ref()) {
-            for (key, count) in &counts.0 {
-                let sum = sums.entry(key.as_str()).or_default();
-                *sum = sum.saturating_add(count.concurrency.max(0));
+    /// Takes a new snapshot of pod `addr` (which must be known): replaces the pod's
+    /// contribution to the route sums and records its request deltas. Returns whether any
+    /// route's concurrency or request total changed, or a route came or went. The cost is
+    /// proportional to the pod's routes, not to every pod's.
+    fn observe(&mut self, now: Duration, addr: SocketAddr, counts: QueueCounts) -> bool {
+        let Some(pod) = self.pods.get_mut(&addr) else {
+            return false;
+        };
+        let mut deltas: Vec<(&str, u64)> = Vec::new();
+        let mut changed = false;
+        match &pod.counts {
+            Some(previous) => {
+                for (key, count) in &counts.0 {
+                    let Some(before) = previous.0.get(key) else {
+                        // A key new on a known pod contributes 0 requests.
+                        changed = true;
+                        continue;
+                    };
+                    changed |= before.concurrency.max(0) != count.concurrency.max(0);
+                    let current = count.request_count.max(0);
+                    let delta = if current >= before.request_count {
+                        current - before.request_count.max(0)
+                    } else {
+                        // The counter went backwards: the interceptor restarted.
+                        current
+                    };
+                    let delta = u64::try_from(delta).unwrap_or(0);
+                    if delta > 0 {
+                        deltas.push((key.as_str(), delta));
+                    }
+                }
+                changed |= previous.0.keys().any(|k| !counts.0.contains_key(k));
+            }
+            // A pod's first snapshot contributes its concurrency but no requests.
+            None => changed |= !counts.0.is_empty(),
+        }
+        // Add the new contribution before removing the old one, so a route reported by this
+        // pod alone keeps its state.
+        add(&mut self.keys, &counts, now);
+        for (key, delta) in deltas {
+            if let Some(state) = self.keys.get_mut(key) {
+                state.requests_seen = state.requests_seen.saturating_add(delta);
+                state.rate.record(now, delta);
+                changed = true;
             }
         }
-        let before = self.keys.len();
-        self.keys.retain(|key, _| sums.contains_key(key.as_str()));
-        let mut changed = before != self.keys.len();
-        for (key, concurrency) in sums {
-            let delta = deltas.get(key).copied().unwrap_or(0);
-            let state = match self.keys.get_mut(key) {
-                Some(state) => state,
-                None => {
-                    changed = true;
-                    self.keys.entry(key.to_owned()).or_default()
-                }
-            };
-            changed |= state.concurrency != concurrency || delta > 0;
-            state.concurrency = concurrency;
-            state.requests_seen = state.requests_seen.saturating_add(delta);
-            state.rate.record(now, delta);
+        let previous = pod.counts.replace(counts);
+        pod.reachable = true;
+        pod.generation = pod.generation.wrapping_add(1);
+        if let Some(previous) = previous {
+            changed |= subtract(&mut self.keys, &previous);
         }
         changed
     }
+}
+
+/// Adds one pod's snapshot to the route sums; a route seen for the first time starts its
+/// rate history now.
+fn add(keys: &mut BTreeMap<String, KeyState>, counts: &QueueCounts, now: Duration) {
+    for (key, count) in &counts.0 {
+        let state = match keys.get_mut(key) {
+            Some(state) => state,
+            None => {
+                let state = keys.entry(key.clone()).or_default();
+                state.rate.record(now, 0);
+                state
+            }
+        };
+        state.concurrency = state.concurrency.saturating_add(count.concurrency.max(0));
+        state.pods = state.pods.saturating_add(1);
+    }
+}
+
+/// Removes one pod's snapshot from the route sums; a route no pod reports any more is
+/// dropped with its history. Returns whether a route was dropped.
+fn subtract(keys: &mut BTreeMap<String, KeyState>, counts: &QueueCounts) -> bool {
+    let mut dropped = false;
+    for (key, count) in &counts.0 {
+        if let Some(state) = keys.get_mut(key) {
+            state.concurrency = state.concurrency.saturating_sub(count.concurrency.max(0));
+            state.pods = state.pods.saturating_sub(1);
+            if state.pods == 0 {
+                keys.remove(key);
+                dropped = true;
+            }
+        }
+    }
+    dropped
 }
 
 impl Pod {
@@ -309,32 +377,6 @@ impl Pod {
             && self
                 .last_push
                 .is_some_and(|t| now.saturating_sub(t) <= push_fresh)
-    }
-
-    /// Takes a new snapshot and adds this pod's request deltas to `deltas`.
-    fn observe(&mut self, counts: QueueCounts, deltas: &mut HashMap<String, u64>) {
-        if let Some(previous) = &self.counts {
-            for (key, count) in &counts.0 {
-                let Some(before) = previous.0.get(key) else {
-                    continue;
-                };
-                let now = count.request_count.max(0);
-                let delta = if now >= before.request_count {
-                    now - before.request_count.max(0)
-                } else {
-                    // The counter went backwards: the interceptor restarted.
-                    now
-                };
-                let delta = u64::try_from(delta).unwrap_or(0);
-                if delta > 0 {
-                    let entry = deltas.entry(key.clone()).or_default();
-                    *entry = entry.saturating_add(delta);
-                }
-            }
-        }
-        self.counts = Some(counts);
-        self.reachable = true;
-        self.generation = self.generation.wrapping_add(1);
     }
 }
 
@@ -427,7 +469,8 @@ mod tests {
                     .and_then(|(_, c)| c.clone()),
             })
             .collect();
-        agg.apply_poll(now, results, Duration::ZERO);
+        agg.apply_poll(now, results);
+        agg.end_cycle(now, Duration::ZERO);
     }
 
     fn pods(ports: &[u16]) -> BTreeSet<SocketAddr> {
@@ -437,7 +480,7 @@ mod tests {
     #[test]
     fn sums_concurrency_and_ignores_first_observation_for_rate() {
         let mut agg = Aggregator::new();
-        agg.set_interceptors(&pods(&[1, 2]), secs(0));
+        agg.set_interceptors(&pods(&[1, 2]));
         poll(
             &mut agg,
             secs(0),
@@ -465,7 +508,7 @@ mod tests {
     #[test]
     fn partial_failure_keeps_last_concurrency_of_unreachable_pod() {
         let mut agg = Aggregator::new();
-        agg.set_interceptors(&pods(&[1, 2]), secs(0));
+        agg.set_interceptors(&pods(&[1, 2]));
         poll(
             &mut agg,
             secs(0),
@@ -496,7 +539,7 @@ mod tests {
     #[test]
     fn pod_leaving_the_slice_is_pruned() {
         let mut agg = Aggregator::new();
-        agg.set_interceptors(&pods(&[1, 2]), secs(0));
+        agg.set_interceptors(&pods(&[1, 2]));
         poll(
             &mut agg,
             secs(0),
@@ -505,12 +548,12 @@ mod tests {
                 (2, Some(counts(&[("ns/a", 3, 10), ("ns/only2", 1, 1)]))),
             ],
         );
-        agg.set_interceptors(&pods(&[1]), secs(1));
+        agg.set_interceptors(&pods(&[1]));
         assert_eq!(agg.concurrency("ns/a"), 2);
         assert!(agg.key("ns/only2").is_none(), "keys of pruned pods go");
         assert_eq!(agg.endpoints(), 1);
         // Coming back, the pod's first snapshot counts 0 again.
-        agg.set_interceptors(&pods(&[1, 2]), secs(2));
+        agg.set_interceptors(&pods(&[1, 2]));
         poll(
             &mut agg,
             secs(2),
@@ -525,7 +568,7 @@ mod tests {
     #[test]
     fn counter_reset_counts_the_new_value() {
         let mut agg = Aggregator::new();
-        agg.set_interceptors(&pods(&[1]), secs(0));
+        agg.set_interceptors(&pods(&[1]));
         poll(&mut agg, secs(0), &[(1, Some(counts(&[("ns/a", 0, 500)])))]);
         poll(&mut agg, secs(1), &[(1, Some(counts(&[("ns/a", 0, 7)])))]);
         assert_eq!(agg.requests_seen("ns/a"), 7);
@@ -541,7 +584,7 @@ mod tests {
     #[test]
     fn rate_follows_deltas_with_sub_second_buckets() {
         let mut agg = Aggregator::new();
-        agg.set_interceptors(&pods(&[1]), Duration::ZERO);
+        agg.set_interceptors(&pods(&[1]));
         let cfg = RateConfig::new(Some(secs(1)), Some(Duration::from_millis(100)));
         let mut total = 0;
         for i in 0..=20u64 {
@@ -564,9 +607,62 @@ mod tests {
     }
 
     #[test]
+    fn incremental_sums_match_a_full_recount() {
+        // A deterministic pseudo-random walk of snapshots, departures and returns.
+        let mut seed: u64 = 0x5eed;
+        let mut next = move |n: u64| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            (seed >> 33) % n
+        };
+        let mut agg = Aggregator::new();
+        let mut latest: BTreeMap<u16, QueueCounts> = BTreeMap::new();
+        let mut members: BTreeSet<u16> = [1, 2, 3].into_iter().collect();
+        agg.set_interceptors(&members.iter().map(|p| addr(*p)).collect());
+        for step in 0..2_000u64 {
+            let now = Duration::from_millis(step * 10);
+            if next(20) == 0 {
+                // A pod leaves or comes back.
+                let pod = 1 + u16::try_from(next(3)).expect("small");
+                if !members.remove(&pod) {
+                    members.insert(pod);
+                }
+                latest.remove(&pod);
+                agg.set_interceptors(&members.iter().map(|p| addr(*p)).collect());
+            } else if let Some(&pod) = members.iter().nth(usize::try_from(next(3)).expect("small"))
+            {
+                let mut entries = BTreeMap::new();
+                for k in 0..5u64 {
+                    if next(4) != 0 {
+                        let concurrency = i64::try_from(next(4)).expect("small");
+                        let request_count = i64::try_from(step).expect("small");
+                        entries.insert(
+                            format!("ns/k{k}"),
+                            QueueCount {
+                                concurrency,
+                                request_count,
+                            },
+                        );
+                    }
+                }
+                let snapshot = QueueCounts(entries);
+                assert!(agg.apply_push(now, addr(pod), snapshot.clone()).is_some());
+                latest.insert(pod, snapshot);
+            }
+            let mut expected: BTreeMap<&str, i64> = BTreeMap::new();
+            for counts in latest.values() {
+                for (key, count) in &counts.0 {
+                    *expected.entry(key.as_str()).or_default() += count.concurrency;
+                }
+            }
+            let got: BTreeMap<&str, i64> = agg.keys().map(|k| (k, agg.concurrency(k))).collect();
+            assert_eq!(got, expected, "step {step}");
+        }
+    }
+
+    #[test]
     fn push_updates_between_polls_and_stale_polls_are_ignored() {
         let mut agg = Aggregator::new();
-        agg.set_interceptors(&pods(&[1]), secs(0));
+        agg.set_interceptors(&pods(&[1]));
         poll(&mut agg, secs(0), &[(1, Some(counts(&[("ns/a", 0, 0)])))]);
         // A poll starts...
         let targets = agg.poll_targets(secs(1), Duration::ZERO);
@@ -586,7 +682,7 @@ mod tests {
                 counts: Some(counts(&[("ns/a", 0, 0)])),
             })
             .collect();
-        agg.apply_poll(secs(1), results, Duration::ZERO);
+        agg.apply_poll(secs(1), results);
         assert_eq!(agg.concurrency("ns/a"), 1);
         assert_eq!(agg.requests_seen("ns/a"), 1);
         // A fresh push stream means the pod is not polled...
@@ -610,7 +706,7 @@ mod tests {
                 counts: Some(counts(&[("ns/a", 0, 0)])),
             })
             .collect();
-        let summary = agg.apply_poll(secs(3), results, secs(1));
+        let summary = agg.apply_poll(secs(3), results);
         assert!(!summary.changed);
         assert_eq!(agg.requests_seen("ns/a"), 1);
         assert!(agg.set_push_connected(addr(1), false));

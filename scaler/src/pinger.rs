@@ -58,8 +58,7 @@ impl Pinger {
                         continue;
                     }
                     let addrs = self.interceptors.borrow_and_update().clone();
-                    let now = self.state.now();
-                    let changed = self.state.lock().set_interceptors(&addrs, now);
+                    let changed = self.state.lock().set_interceptors(&addrs);
                     if changed {
                         self.state.announce();
                     }
@@ -79,7 +78,7 @@ impl Pinger {
         let now = self.state.now();
         let (targets, pruned) = {
             let mut agg = self.state.lock();
-            let pruned = agg.set_interceptors(&addrs, now);
+            let pruned = agg.set_interceptors(&addrs);
             (agg.poll_targets(now, self.push_fresh()), pruned)
         };
         if pruned {
@@ -113,10 +112,7 @@ impl Pinger {
         };
         while let Some(result) = pending.next().await {
             let now = self.state.now();
-            let one = self
-                .state
-                .lock()
-                .apply_poll(now, vec![result], self.push_fresh());
+            let one = self.state.lock().apply_poll(now, vec![result]);
             summary.polled += one.polled;
             summary.unreachable += one.unreachable;
             if one.changed {
@@ -129,9 +125,7 @@ impl Pinger {
         let now = self.state.now();
         let (serving, pushes) = {
             let mut agg = self.state.lock();
-            // Records the push-stream contact when every pod was skipped (and a zero sample
-            // for every route).
-            agg.apply_poll(now, Vec::new(), self.push_fresh());
+            agg.end_cycle(now, self.push_fresh());
             (
                 health::is_serving(agg.last_contact(), now, self.tick),
                 agg.push_connected(),
