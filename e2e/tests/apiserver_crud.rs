@@ -497,6 +497,23 @@ async fn discovery_finds_builtin_kinds_and_our_crds() {
             .collect();
         assert!(kinds.contains(&"HTTPScaledObject".to_owned()), "{kinds:?}");
         assert!(kinds.contains(&"InterceptorRoute".to_owned()), "{kinds:?}");
+
+        // Aggregated discovery (two requests) finds the same.
+        let aggregated = kube::Discovery::new(client.clone())
+            .run_aggregated()
+            .await
+            .unwrap();
+        let found_aggregated = |group: &str, kind: &str| {
+            aggregated
+                .groups()
+                .filter(|g| g.name() == group)
+                .flat_map(|g| g.recommended_resources())
+                .any(|(ar, _)| ar.kind == kind)
+        };
+        assert!(found_aggregated("", "Namespace"));
+        assert!(found_aggregated("apps", "Deployment"));
+        assert!(found_aggregated("keda.sh", "ScaledObject"));
+        assert!(found_aggregated("http.keda.sh", "InterceptorRoute"));
     })
     .await;
 }

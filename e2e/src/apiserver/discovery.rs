@@ -1,6 +1,6 @@
 //! Discovery documents (`/api`, `/api/v1`, `/apis`, `/apis/<group>`, `/apis/<group>/<version>`,
-//! `/version`) generated from the kind registry. Only the classic (unaggregated) discovery
-//! format is served; a client asking for aggregated discovery gets the classic document.
+//! `/version`) generated from the kind registry, in the classic format and, for `/api` and
+//! `/apis` when the client asks for it, the aggregated `apidiscovery.k8s.io/v2` format.
 
 use std::collections::BTreeMap;
 
@@ -88,6 +88,57 @@ pub fn resource_list(kinds: &[ResourceKind], group: &str, version: &str) -> Opti
         "groupVersion": group_version,
         "resources": resources,
     }))
+}
+
+/// Aggregated discovery (`apidiscovery.k8s.io/v2` `APIGroupDiscoveryList`): the core group
+/// for `/api` (`core == true`), every other group for `/apis`.
+pub fn aggregated(kinds: &[ResourceKind], core: bool) -> Value {
+    let items: Vec<Value> = versions_by_group(kinds)
+        .into_iter()
+        .filter(|(group, _)| group.is_empty() == core)
+        .map(|(group, versions)| {
+            let versions: Vec<Value> = versions
+                .iter()
+                .map(|version| {
+                    let resources: Vec<Value> = kinds
+                        .iter()
+                        .filter(|k| k.group == group && &k.version == version)
+                        .map(aggregated_resource)
+                        .collect();
+                    json!({"version": version, "resources": resources, "freshness": "Current"})
+                })
+                .collect();
+            json!({"metadata": {"name": group}, "versions": versions})
+        })
+        .collect();
+    json!({
+        "kind": "APIGroupDiscoveryList",
+        "apiVersion": "apidiscovery.k8s.io/v2",
+        "metadata": {},
+        "items": items,
+    })
+}
+
+fn aggregated_resource(k: &ResourceKind) -> Value {
+    let own = json!({"group": k.group, "version": k.version, "kind": k.kind});
+    let mut subresources = Vec::new();
+    if k.status_subresource {
+        subresources.push(json!({"subresource": "status", "responseKind": own,
+                                 "verbs": ["get", "patch", "update"]}));
+    }
+    if k.scale_subresource {
+        subresources.push(json!({"subresource": "scale",
+                                 "responseKind": {"group": "autoscaling", "version": "v1", "kind": "Scale"},
+                                 "verbs": ["get", "patch", "update"]}));
+    }
+    json!({
+        "resource": k.plural,
+        "responseKind": own,
+        "scope": if k.namespaced { "Namespaced" } else { "Cluster" },
+        "singularResource": k.kind.to_lowercase(),
+        "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
+        "subresources": subresources,
+    })
 }
 
 /// `/version`.

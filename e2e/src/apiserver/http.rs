@@ -133,10 +133,23 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body>
             Err(ApiError::method_not_allowed(method.as_str()))
         }
     };
+    let aggregated = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("as=APIGroupDiscoveryList"));
     let target = match segments.as_slice() {
         ["version"] => {
             get_only(req.method())?;
             return Ok(json(StatusCode::OK, &discovery::version()));
+        }
+        ["api"] if aggregated => {
+            get_only(req.method())?;
+            return Ok(aggregated_json(&discovery::aggregated(&kinds(), true)));
+        }
+        ["apis"] if aggregated => {
+            get_only(req.method())?;
+            return Ok(aggregated_json(&discovery::aggregated(&kinds(), false)));
         }
         ["api"] => {
             get_only(req.method())?;
@@ -515,6 +528,15 @@ fn percent_decode(input: &str) -> String {
 fn json(status: StatusCode, value: &Value) -> Response<Body> {
     let bytes = serde_json::to_vec(value).unwrap_or_default();
     bytes_response(status, "application/json", Bytes::from(bytes))
+}
+
+fn aggregated_json(value: &Value) -> Response<Body> {
+    let bytes = serde_json::to_vec(value).unwrap_or_default();
+    bytes_response(
+        StatusCode::OK,
+        "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList",
+        Bytes::from(bytes),
+    )
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {

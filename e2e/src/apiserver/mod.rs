@@ -81,7 +81,7 @@
 //!   `clusterIP` (10.96.x.y), port `protocol` and `targetPort`; Namespace `status.phase`; and
 //!   CRD `status` (Established and NamesAccepted at once, no controller involved).
 //! - **Not implemented:** admission webhooks, validation against OpenAPI/CRD schemas, CEL rules, RBAC and authentication
-//!   beyond one bearer token, aggregated discovery, protobuf and Table output, the legacy
+//!   beyond one bearer token, protobuf and Table output, the legacy
 //!   `/watch/` paths, `pods/log`/`exec`/`eviction` and other subresources, pod scheduling
 //!   or any controller (the workload simulator plays those parts).
 
