@@ -207,8 +207,9 @@ pub struct Config {
     #[arg(long, env = "KEDA_HTTP_SHUTDOWN_DELAY", default_value = "5s", value_parser = duration)]
     pub shutdown_delay: Duration,
 
-    /// Route to a pod address rather than the Service (we always forward to ready endpoints).
-    #[arg(long, env = "KEDA_HTTP_DIRECT_POD_ROUTING", default_value = "false", value_parser = go_bool, action = ArgAction::Set)]
+    /// Forward to a ready pod address (default, as in v0.16); false is accepted but we still
+    /// forward to the ready endpoints (see the README, "Interceptor: cold start").
+    #[arg(long, env = "KEDA_HTTP_DIRECT_POD_ROUTING", default_value = "true", value_parser = go_bool, action = ArgAction::Set)]
     pub direct_pod_routing: bool,
 
     /// Total deadline of a request (per-route timeouts.request overrides); 0 means none.
@@ -243,11 +244,11 @@ pub struct Config {
     #[arg(long, env = "KEDA_RESPONSE_HEADER_TIMEOUT", value_parser = duration)]
     pub legacy_response_header_timeout: Option<Duration>,
 
-    /// Requests one replica may hold per cold route; 0 means unlimited.
+    /// Requests one replica may hold for cold starts, across routes; 0 means unlimited.
     #[arg(
         long,
         env = "KEDA_HTTP_COLD_START_MAX_PENDING_REQUESTS",
-        default_value_t = 0
+        default_value_t = crate::coldstart::DEFAULT_MAX_PENDING
     )]
     pub cold_start_max_pending_requests: u32,
 
@@ -267,8 +268,8 @@ pub struct Config {
     #[arg(long, env = "KEDA_HTTP_MAX_HEADER_BYTES", default_value_t = 1 << 20)]
     pub max_header_bytes: usize,
 
-    /// JSON file of InterceptorRoutes/HTTPScaledObjects to route by, until the Kubernetes
-    /// watches are wired (our addition; empty starts with an empty table).
+    /// JSON file of InterceptorRoutes/HTTPScaledObjects to route by instead of watching
+    /// Kubernetes (our addition; with it set, routes and endpoints come from files only).
     #[arg(long, env = "KEDA_HTTP_ROUTES_FILE")]
     pub routes_file: Option<PathBuf>,
 

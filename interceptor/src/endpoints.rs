@@ -76,6 +76,18 @@ impl AppProtocol {
     }
 }
 
+/// What the target's Service says about the route's port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize)]
+pub enum PortLookup {
+    /// No Service is known (static endpoints, or the Service does not exist yet).
+    #[default]
+    Unknown,
+    /// The Service port with this number matches the target.
+    Port(u16),
+    /// The Service exists but has no port of that name or number (reference §1.4: 500).
+    Missing,
+}
+
 /// The ready endpoints of a target and how to speak to them.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct EndpointSet {
@@ -83,6 +95,8 @@ pub struct EndpointSet {
     pub ready: BTreeSet<SocketAddr>,
     /// The Service port's protocol.
     pub app_protocol: AppProtocol,
+    /// The Service port the target resolves to.
+    pub service_port: PortLookup,
 }
 
 impl EndpointSet {
@@ -91,6 +105,7 @@ impl EndpointSet {
         Self {
             ready: ready.into_iter().collect(),
             app_protocol: AppProtocol::Http1,
+            service_port: PortLookup::Unknown,
         }
     }
 
@@ -99,6 +114,7 @@ impl EndpointSet {
         Self {
             ready: ready.into_iter().collect(),
             app_protocol: AppProtocol::H2c,
+            service_port: PortLookup::Unknown,
         }
     }
 }

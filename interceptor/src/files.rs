@@ -118,6 +118,7 @@ pub fn load_endpoints(path: &Path, source: &StaticEndpoints) -> Result<usize, Fi
             EndpointSet {
                 ready: endpoints.addresses.into_iter().collect(),
                 app_protocol: AppProtocol::from_app_protocol(endpoints.app_protocol.as_deref()),
+                ..EndpointSet::default()
             },
         );
     }

@@ -3,15 +3,17 @@
 //! Owns the reverse proxy that routes by host, path prefix and headers, counts in-flight and
 //! total requests per route, and forwards to ready endpoints; the admin port (`/queue`,
 //! `/queue/watch`, `/readyz`, `/livez`, `/routes`) and the metrics port (`/metrics`); and
-//! graceful shutdown. It does not decide replica counts (the scaler and KEDA do) and, for
-//! now, does not talk to Kubernetes: routes arrive through [`RouteTableHandle::install`] and
-//! endpoints through an [`EndpointSource`], the two seams the Kubernetes watches plug into.
-//! Cold-start holding is not implemented yet: a target without ready endpoints answers 503.
+//! graceful shutdown. It does not decide replica counts (the scaler and KEDA do) and does not
+//! write to Kubernetes: routes arrive through [`RouteTableHandle::install`] and endpoints
+//! through an [`EndpointSource`], fed by the Kubernetes watches ([`watches`]) or by files
+//! ([`files`]). A request whose target has no ready endpoint is held until one appears
+//! ([`coldstart`]: hold bounds, placeholder, fallback, static routes).
 //!
 //! Modules, one concern each: [`config`] (settings), [`routing`] (the table), [`queue`]
-//! (counters), [`endpoints`] (ready sets and load balancing), [`proxy`] (server, forwarding,
-//! protocols), [`tls`] (the TLS listener's certificates), [`admin`], [`metrics`], [`files`]
-//! (static routes/endpoints), and the shutdown
+//! (counters), [`endpoints`] (ready sets and load balancing), [`coldstart`] (holding,
+//! placeholders, static responses), [`watches`] (kube-rs watchers and reflectors), [`proxy`]
+//! (server, forwarding, protocols), [`tls`] (the TLS listener's certificates), [`admin`],
+//! [`metrics`], [`files`] (static routes/endpoints), and the shutdown
 //! sequence in [`Interceptor::run`].
 //!
 //! Tests start the whole interceptor in-process:
@@ -33,6 +35,7 @@
 //! ```
 
 pub mod admin;
+pub mod coldstart;
 pub mod config;
 pub mod endpoints;
 pub mod files;
@@ -41,6 +44,7 @@ pub mod proxy;
 pub mod queue;
 pub mod routing;
 pub mod tls;
+pub mod watches;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -128,6 +132,16 @@ impl Interceptor {
     /// `endpoints`. No routing table is installed yet: `/readyz` answers 503 until
     /// [`RouteTableHandle::install`] has run once.
     pub async fn bind(config: Config, endpoints: Arc<dyn EndpointSource>) -> Result<Self, Error> {
+        Self::bind_with(config, endpoints, Arc::new(coldstart::NoBodies)).await
+    }
+
+    /// [`bind`](Self::bind) with placeholder and static-response bodies from `bodies`
+    /// (the ConfigMaps of [`watches::KubeWatches::bodies`]).
+    pub async fn bind_with(
+        config: Config,
+        endpoints: Arc<dyn EndpointSource>,
+        bodies: Arc<dyn coldstart::BodySource>,
+    ) -> Result<Self, Error> {
         let ip = config.bind_address;
         let (tls_listener, tls_addr) = if config.proxy_tls_enabled {
             let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(&config)?);
@@ -148,8 +162,15 @@ impl Interceptor {
         let metrics = Arc::new(Metrics::new(&mut registry));
         let queue = Arc::new(Queue::default());
         let routes = RouteTableHandle::new(Arc::clone(&queue), Arc::new(Endpoints::new(endpoints)));
+        let cold = Arc::new(coldstart::ColdStart::new(
+            config.effective_readiness_timeout(),
+            config.cold_start_max_pending_requests,
+            bodies,
+            &mut registry,
+        ));
         let proxy_state = Arc::new(Proxy::new(
             routes.clone(),
+            cold,
             metrics,
             ProxySettings {
                 request_timeout: config.request_timeout,

@@ -1,12 +1,16 @@
-//! The `keda-http-interceptor` binary: parse settings, set up logging, load the static route
-//! and endpoint files (until the Kubernetes watches exist), serve until SIGTERM/SIGINT.
+//! The `keda-http-interceptor` binary: parse settings, set up logging, watch Kubernetes
+//! (KUBECONFIG or in-cluster) for routes, endpoints and bodies (or, with
+//! `KEDA_HTTP_ROUTES_FILE`/`KEDA_HTTP_ENDPOINTS_FILE`, read them from files), serve until
+//! SIGTERM/SIGINT.
 
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use keda_http_interceptor::config::{Config, ConfigError, EXIT_CONFIG, LogFormat};
 use keda_http_interceptor::endpoints::StaticEndpoints;
+use keda_http_interceptor::watches::KubeWatches;
 use keda_http_interceptor::{Interceptor, files};
+use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 fn main() {
@@ -51,6 +55,28 @@ fn init_tracing(config: &Config) {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
+    if config.routes_file.is_some() || config.endpoints_file.is_some() {
+        return run_from_files(config).await;
+    }
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to Kubernetes (KUBECONFIG or in-cluster)")?;
+    let watches = KubeWatches::new(client, &config.watch_namespace);
+    let interceptor = Interceptor::bind_with(config, watches.endpoints(), watches.bodies())
+        .await
+        .context("starting the interceptor")?;
+    let addrs = interceptor.addrs();
+    tracing::info!(proxy = %addrs.proxy, admin = %addrs.admin, metrics = ?addrs.metrics, "listening; routes from Kubernetes");
+    let stop = CancellationToken::new();
+    watches.spawn(interceptor.routes(), stop.clone());
+    let result = interceptor.run(shutdown_signal()).await;
+    stop.cancel();
+    result?;
+    Ok(())
+}
+
+/// Routes and endpoints from the JSON files (our addition, for running without Kubernetes).
+async fn run_from_files(config: Config) -> anyhow::Result<()> {
     let endpoints = Arc::new(StaticEndpoints::default());
     if let Some(path) = &config.endpoints_file {
         let n = files::load_endpoints(path, &endpoints)?;
@@ -61,7 +87,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .context("starting the interceptor")?;
     let addrs = interceptor.addrs();
-    tracing::info!(proxy = %addrs.proxy, admin = %addrs.admin, metrics = ?addrs.metrics, "listening");
+    tracing::info!(proxy = %addrs.proxy, admin = %addrs.admin, metrics = ?addrs.metrics, "listening; routes from files");
     let (routes, httpsos) = match &routes_file {
         Some(path) => files::load_routes(path)?,
         None => (Vec::new(), Vec::new()),

@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 
 use arc_swap::ArcSwap;
 use keda_http_api::queue::{QueueCount, QueueCounts};
@@ -28,6 +28,8 @@ pub struct RouteCounters {
     concurrency: AtomicI64,
     request_count: AtomicI64,
     changes: Arc<Changes>,
+    /// Requests held for a cold start (bounded by `coldStart.maxPendingRequests`).
+    held: Arc<AtomicUsize>,
 }
 
 /// Bumps a generation number on a watch channel (rarely: only on quiet ↔ active transitions).
@@ -59,6 +61,11 @@ impl RouteCounters {
         InFlight {
             counters: Arc::clone(self),
         }
+    }
+
+    /// Requests of this route held for a cold start now; kept across table installs.
+    pub fn held(&self) -> &Arc<AtomicUsize> {
+        &self.held
     }
 
     /// The current counts.
@@ -135,6 +142,7 @@ impl Queue {
                     concurrency: AtomicI64::new(0),
                     request_count: AtomicI64::new(0),
                     changes: Arc::clone(&self.changes),
+                    held: Arc::new(AtomicUsize::new(0)),
                 })
             });
             next.insert(Arc::clone(&counters.key), counters);

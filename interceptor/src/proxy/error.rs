@@ -36,6 +36,15 @@ pub enum ProxyError {
     /// The upstream exchange failed after connecting.
     #[error("upstream request failed: {0}")]
     Upstream(#[source] BoxError),
+    /// The target's (or fallback's) Service has no port of that name or number.
+    #[error("no such port on the Service of {0}")]
+    UnknownPort(String),
+    /// The target did not become ready within the readiness timeout or request deadline.
+    #[error("target not ready in time")]
+    ColdStartTimeout,
+    /// The cold-start hold queue (per route or per interceptor) is full.
+    #[error("cold-start hold queue full")]
+    HoldQueueFull,
 }
 
 /// A boxed error at the client seam.
@@ -48,11 +57,13 @@ impl ProxyError {
             Self::NoRoute => StatusCode::NOT_FOUND,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::NoReadyEndpoint(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NoReadyEndpoint(_) | Self::HoldQueueFull => StatusCode::SERVICE_UNAVAILABLE,
+            Self::UnknownPort(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Connect(_) | Self::Upstream(_) => StatusCode::BAD_GATEWAY,
-            Self::ConnectTimeout | Self::ResponseHeaderTimeout | Self::RequestTimeout => {
-                StatusCode::GATEWAY_TIMEOUT
-            }
+            Self::ConnectTimeout
+            | Self::ResponseHeaderTimeout
+            | Self::RequestTimeout
+            | Self::ColdStartTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 
@@ -130,6 +141,18 @@ mod tests {
             StatusCode::GATEWAY_TIMEOUT
         );
         assert_eq!(ProxyError::Upstream(io()).status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(
+            ProxyError::UnknownPort("t".into()).status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        assert_eq!(
+            ProxyError::ColdStartTimeout.status(),
+            StatusCode::GATEWAY_TIMEOUT
+        );
+        assert_eq!(
+            ProxyError::HoldQueueFull.status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
     }
 
     #[tokio::test]

@@ -39,11 +39,14 @@ use hyper_util::rt::TokioIo;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::coldstart::{self, Admission, ColdStart, respond};
+use crate::endpoints::PortLookup;
 use crate::metrics::{Metrics, RouteLabels, method_label};
-use crate::routing::RouteTableHandle;
+use crate::routing::{Route, RouteTableHandle};
 use body::{Completion, ProxyBody};
 pub use error::ProxyError;
 use forward::Upstream;
+use keda_http_api::interceptor_route::ResponseMode;
 
 /// Settings of the request path.
 #[derive(Debug, Clone)]
@@ -71,6 +74,7 @@ pub const COLD_START_HEADER: http::HeaderName =
 #[derive(Debug)]
 pub struct Proxy {
     routes: RouteTableHandle,
+    cold: Arc<ColdStart>,
     upstream: Upstream,
     metrics: Arc<Metrics>,
     settings: ProxySettings,
@@ -92,10 +96,16 @@ pub struct Peer {
 
 impl Proxy {
     /// A proxy over `routes`.
-    pub fn new(routes: RouteTableHandle, metrics: Arc<Metrics>, settings: ProxySettings) -> Self {
+    pub fn new(
+        routes: RouteTableHandle,
+        cold: Arc<ColdStart>,
+        metrics: Arc<Metrics>,
+        settings: ProxySettings,
+    ) -> Self {
         Self {
             upstream: Upstream::new(settings.connect_timeout, settings.max_idle_per_host),
             routes,
+            cold,
             metrics,
             settings,
             draining: AtomicBool::new(false),
@@ -112,6 +122,11 @@ impl Proxy {
     /// Whether shutdown has begun.
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
+    }
+
+    /// Cold-start state (held requests, bounds).
+    pub fn cold_start(&self) -> &Arc<ColdStart> {
+        &self.cold
     }
 
     /// Upgraded connections still open.
@@ -203,7 +218,26 @@ impl Proxy {
             name: Some(Arc::clone(&route.source.name)),
             namespace: Some(Arc::clone(&route.source.namespace)),
         });
-        completion.count(route.counters.enter());
+
+        // Static routes: answered, or forwarded when ready, without counting (§1.3 layer 5).
+        let mut counted = true;
+        if let Some(static_route) =
+            respond::static_route(&route.source.spec, host, req.uri().path(), req.headers())
+        {
+            let mode = static_route.response_mode.unwrap_or_default();
+            if mode == ResponseMode::Always || !route.pool.has_ready() {
+                return Ok(Outcome::Response(self.answer(
+                    &static_route.response,
+                    respond::Kind::Static,
+                    &route,
+                    &req,
+                )));
+            }
+            counted = false;
+        }
+        if counted {
+            completion.count(route.counters.enter());
+        }
 
         let timeouts = route.source.spec.timeouts.as_ref();
         let request_timeout = timeouts
@@ -212,17 +246,72 @@ impl Proxy {
         let response_header_timeout = timeouts
             .and_then(|t| t.response_header)
             .map_or(self.settings.response_header_timeout, |d| d.as_duration());
+        let deadline =
+            (!request_timeout.is_zero()).then(|| tokio::time::Instant::now() + request_timeout);
+
+        // Cold start (§1.3 layers 7 and 8): placeholder, hold until ready, fallback.
+        let mut pool = &route.pool;
+        let mut cold_start: Option<bool> = None;
+        if counted {
+            if pool.current().service_port == PortLookup::Missing {
+                return Err(ProxyError::UnknownPort(route.target.to_string()));
+            }
+            if pool.has_ready() {
+                cold_start = Some(false);
+            } else {
+                match self.cold.admit(&route) {
+                    Admission::Placeholder => {
+                        let placeholder = route
+                            .source
+                            .spec
+                            .cold_start
+                            .as_ref()
+                            .and_then(|c| c.placeholder.as_ref());
+                        let Some(placeholder) = placeholder else {
+                            return Err(ProxyError::HoldQueueFull);
+                        };
+                        return Ok(Outcome::Response(self.answer(
+                            &placeholder.response,
+                            respond::Kind::Placeholder,
+                            &route,
+                            &req,
+                        )));
+                    }
+                    Admission::Reject => return Err(ProxyError::HoldQueueFull),
+                    Admission::Hold(hold) => {
+                        let readiness = self.cold.readiness_timeout(&route.source.spec);
+                        let until = coldstart::earliest(
+                            deadline,
+                            (!readiness.is_zero()).then(|| tokio::time::Instant::now() + readiness),
+                        );
+                        let ready = coldstart::wait_ready(pool, until).await;
+                        drop(hold);
+                        if ready {
+                            cold_start = Some(true);
+                        } else if let Some(fallback) = &route.fallback {
+                            if deadline.is_some_and(|d| d <= tokio::time::Instant::now()) {
+                                return Err(ProxyError::RequestTimeout);
+                            }
+                            if fallback.current().service_port == PortLookup::Missing {
+                                return Err(ProxyError::UnknownPort(fallback.target().to_string()));
+                            }
+                            pool = fallback;
+                        } else {
+                            return Err(ProxyError::ColdStartTimeout);
+                        }
+                    }
+                }
+            }
+        }
 
         let upgrade = forward::is_upgrade(version, req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         forward::strip_hop_by_hop(req.headers_mut(), upgrade);
         forward::set_forwarded(req.headers_mut(), peer.addr, &host_value, peer.tls);
 
-        let deadline =
-            (!request_timeout.is_zero()).then(|| tokio::time::Instant::now() + request_timeout);
         let send = self
             .upstream
-            .send(&route.pool, req, &host_value, response_header_timeout);
+            .send(pool, req, &host_value, response_header_timeout);
         let mut response = match deadline {
             None => send.await?,
             Some(deadline) => tokio::time::timeout_at(deadline, send)
@@ -245,12 +334,13 @@ impl Proxy {
             });
         }
         forward::strip_hop_by_hop(response.headers_mut(), false);
-        if self.settings.cold_start_header {
-            // No request is held yet (cold-start holding comes with the Kubernetes wiring), so
-            // every forwarded response is a warm one.
-            response
-                .headers_mut()
-                .insert(COLD_START_HEADER, HeaderValue::from_static("false"));
+        if self.settings.cold_start_header
+            && let Some(cold) = cold_start
+        {
+            response.headers_mut().insert(
+                COLD_START_HEADER,
+                HeaderValue::from_static(if cold { "true" } else { "false" }),
+            );
         }
         Ok(Outcome::Response(response.map(|body| {
             let body = ProxyBody::upstream(body);
@@ -259,6 +349,24 @@ impl Proxy {
                 None => body,
             }
         })))
+    }
+
+    /// A placeholder or static response for `req` on `route`.
+    fn answer<B>(
+        &self,
+        response: &keda_http_api::interceptor_route::StaticResponse,
+        kind: respond::Kind,
+        route: &Route,
+        req: &Request<B>,
+    ) -> Response<ProxyBody> {
+        respond::respond(
+            response,
+            kind,
+            &route.source.namespace,
+            req.uri().path(),
+            req.headers().get(header::ACCEPT),
+            self.cold.bodies(),
+        )
     }
 
     /// Copies bytes both ways between the upgraded client and upstream connections; the

@@ -81,12 +81,17 @@ impl RouteTableHandle {
             };
             let target = source.target();
             let pool = self.inner.endpoints.pool(&target).await;
+            let fallback = match source.fallback_target() {
+                Some(t) => Some(self.inner.endpoints.pool(&t).await),
+                None => None,
+            };
             bound.push(Arc::new(Route {
                 key: Arc::clone(counters.key()),
                 source,
                 target,
                 counters,
                 pool,
+                fallback,
             }));
         }
         let report = InstallReport {

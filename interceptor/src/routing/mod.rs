@@ -104,6 +104,20 @@ impl RouteSource {
         keda_http_api::queue::route_key(&self.namespace, &self.name)
     }
 
+    /// The `coldStart.fallback.service` target, if set.
+    pub fn fallback_target(&self) -> Option<Target> {
+        let service = &self.spec.cold_start.as_ref()?.fallback.as_ref()?.service;
+        Some(Target {
+            namespace: Arc::clone(&self.namespace),
+            service: Arc::from(service.name.as_str()),
+            port: match (&service.port_name, service.port) {
+                (Some(name), _) if !name.is_empty() => TargetPort::Name(Arc::from(name.as_str())),
+                (_, Some(port)) => TargetPort::Number(port),
+                _ => TargetPort::Number(80),
+            },
+        })
+    }
+
     /// The upstream target.
     pub fn target(&self) -> Target {
         let t = &self.spec.target;
@@ -132,6 +146,8 @@ pub struct Route {
     pub counters: Arc<RouteCounters>,
     /// The target's ready endpoints.
     pub pool: Arc<Pool>,
+    /// The ready endpoints of `coldStart.fallback.service`, if set.
+    pub fallback: Option<Arc<Pool>>,
 }
 
 /// A header matcher, compiled.

@@ -1,0 +1,577 @@
+//! The interceptor against the local Kubernetes API stand-in (`keda-http-e2e`): routes,
+//! endpoints and bodies come from kube-rs watches; cold starts are released by EndpointSlice
+//! events; watch outages are survived.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{backend, bounded, full, get};
+use http::{Response, StatusCode, header};
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use keda_http_api::InterceptorRoute;
+use keda_http_e2e::apiserver::LocalApiServer;
+use keda_http_interceptor::queue::Queue;
+use keda_http_interceptor::watches::KubeWatches;
+use keda_http_interceptor::{BoundAddrs, Config, Interceptor, RouteTableHandle};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+const NS: &str = "default";
+
+struct Cluster {
+    api: LocalApiServer,
+    client: kube::Client,
+    addrs: BoundAddrs,
+    routes: RouteTableHandle,
+    queue: Arc<Queue>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), keda_http_interceptor::Error>>>,
+    watches: CancellationToken,
+}
+
+impl Cluster {
+    async fn start(configure: impl FnOnce(&mut Config)) -> Self {
+        let api = LocalApiServer::start().await.expect("API server");
+        let client = api.client().await.expect("client");
+        let mut config = Config::for_tests();
+        configure(&mut config);
+        let watches = KubeWatches::new(client.clone(), "");
+        let interceptor = Interceptor::bind_with(config, watches.endpoints(), watches.bodies())
+            .await
+            .expect("bind");
+        let stop_watches = CancellationToken::new();
+        watches.spawn(interceptor.routes(), stop_watches.clone());
+        let addrs = interceptor.addrs();
+        let routes = interceptor.routes();
+        let queue = interceptor.queue();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(interceptor.run(async move {
+            let _ = stopped.await;
+        }));
+        let cluster = Self {
+            api,
+            client,
+            addrs,
+            routes,
+            queue,
+            stop: Some(stop),
+            task: Some(task),
+            watches: stop_watches,
+        };
+        // Ready only after the first full sync of every watch.
+        cluster.wait_table(|_| true).await;
+        let (status, _, _) = get(&format!("http://{}/readyz", cluster.addrs.admin), "a").await;
+        assert_eq!(status, StatusCode::OK);
+        cluster
+    }
+
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("joined").expect("run ok");
+        }
+        self.watches.cancel();
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addrs.proxy, path)
+    }
+
+    /// Waits (on table installs, no polling) until the installed table satisfies `check`.
+    async fn wait_table(
+        &self,
+        check: impl Fn(&keda_http_interceptor::routing::RouteTable) -> bool,
+    ) {
+        let mut installs = self.routes.installs();
+        loop {
+            if self.routes.is_installed() && check(&self.routes.load_full()) {
+                return;
+            }
+            installs.changed().await.expect("routes alive");
+        }
+    }
+
+    /// Waits until route `name` targets `service` with `ready` ready endpoints.
+    async fn wait_route(&self, name: &str, service: &str, ready: usize) {
+        let key = format!("{NS}/{name}");
+        let mut installs = self.routes.installs();
+        loop {
+            let table = self.routes.load_full();
+            if let Some(route) = table.routes().iter().find(|r| *r.key == *key)
+                && *route.target.service == *service
+            {
+                let mut rx = route.pool.ready();
+                rx.wait_for(|s| s.ready.len() == ready)
+                    .await
+                    .expect("pool alive");
+                return;
+            }
+            installs.changed().await.expect("routes alive");
+        }
+    }
+
+    async fn wait_gone(&self, name: &str) {
+        let key = format!("{NS}/{name}");
+        self.wait_table(|t| t.routes().iter().all(|r| *r.key != *key))
+            .await;
+    }
+
+    /// Bounded polling of the counters until `key` has `n` requests in flight.
+    async fn wait_in_flight(&self, key: &str, n: i64) {
+        while self.queue.snapshot().0.get(key).map(|c| c.concurrency) != Some(n) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    fn request_count(&self, key: &str) -> i64 {
+        self.queue.snapshot().0[key].request_count
+    }
+
+    async fn create<K>(&self, value: Value) -> K
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + serde::Serialize
+            + std::fmt::Debug,
+        K::DynamicType: Default,
+    {
+        let api: Api<K> = Api::namespaced(self.client.clone(), NS);
+        let object: K = serde_json::from_value(value).expect("object");
+        api.create(&PostParams::default(), &object)
+            .await
+            .expect("create")
+    }
+
+    async fn service(&self, name: &str) {
+        self.create::<Service>(json!({
+            "metadata": {"name": name},
+            "spec": {"ports": [{"name": "http", "port": 8080}], "selector": {"app": name}}
+        }))
+        .await;
+    }
+
+    /// One slice per pod, as the simulator writes them.
+    async fn slice(&self, service: &str, pod: &str, addr: SocketAddr, ready: bool) {
+        self.create::<EndpointSlice>(slice_json(service, pod, addr, ready))
+            .await;
+    }
+
+    async fn route(&self, name: &str, host: &str, service: &str, extra: Value) {
+        self.create::<InterceptorRoute>(route_json(name, host, service, extra))
+            .await;
+    }
+}
+
+fn slice_json(service: &str, pod: &str, addr: SocketAddr, ready: bool) -> Value {
+    json!({
+        "metadata": {"name": format!("{service}-{pod}"),
+                     "labels": {"kubernetes.io/service-name": service}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [addr.ip().to_string()],
+                       "conditions": {"ready": ready, "serving": ready, "terminating": false}}],
+        "ports": [{"name": "http", "port": addr.port(), "protocol": "TCP"}]
+    })
+}
+
+fn route_json(name: &str, host: &str, service: &str, extra: Value) -> Value {
+    let mut spec = json!({
+        "target": {"service": service, "port": 8080},
+        "rules": [{"hosts": [host]}],
+        "scalingMetric": {"concurrency": {"targetValue": 10}}
+    });
+    if let (Some(spec), Value::Object(extra)) = (spec.as_object_mut(), extra) {
+        spec.extend(extra);
+    }
+    json!({
+        "apiVersion": "http.keda.sh/v1beta1",
+        "kind": "InterceptorRoute",
+        "metadata": {"name": name},
+        "spec": spec
+    })
+}
+
+/// A backend answering `text`, counting the requests it served.
+async fn counting_backend(text: &'static str) -> (SocketAddr, Arc<AtomicUsize>) {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&hits);
+    let addr = backend(move |_req| {
+        let counter = Arc::clone(&counter);
+        async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Response::new(full(Bytes::from_static(text.as_bytes())))
+        }
+    })
+    .await;
+    (addr, hits)
+}
+
+fn test_config(c: &mut Config) {
+    c.readiness_timeout = Duration::ZERO;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_follows_the_api_without_restart() {
+    bounded(async {
+        let c = Cluster::start(test_config).await;
+        let (a, _) = counting_backend("a").await;
+        let (b, _) = counting_backend("b").await;
+        c.service("svc-a").await;
+        c.service("svc-b").await;
+        c.slice("svc-a", "p1", a, true).await;
+        c.slice("svc-b", "p1", b, true).await;
+
+        c.route("app", "app.test", "svc-a", json!({})).await;
+        c.wait_route("app", "svc-a", 1).await;
+        let (status, headers, body) = get(&c.url("/"), "app.test").await;
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"a"[..]));
+        assert_eq!(headers["x-keda-http-cold-start"], "false");
+
+        let api: Api<InterceptorRoute> = Api::namespaced(c.client.clone(), NS);
+        api.patch(
+            "app",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"target": {"service": "svc-b", "port": 8080}}})),
+        )
+        .await
+        .expect("patch");
+        c.wait_route("app", "svc-b", 1).await;
+        let (status, _, body) = get(&c.url("/"), "app.test").await;
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"b"[..]));
+
+        api.delete("app", &DeleteParams::default())
+            .await
+            .expect("delete");
+        c.wait_gone("app").await;
+        let (status, _, _) = get(&c.url("/"), "app.test").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        c.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cold_request_is_released_by_the_slice_event() {
+    bounded(async {
+        let c = Cluster::start(test_config).await;
+        let (addr, hits) = counting_backend("warm").await;
+        c.service("cold").await;
+        c.route("cold", "cold.test", "cold", json!({})).await;
+        c.wait_route("cold", "cold", 0).await;
+        // A slice whose endpoint is not ready yet does not release anything.
+        c.slice("cold", "p1", addr, false).await;
+
+        let url = c.url("/");
+        let held = tokio::spawn(async move { get(&url, "cold.test").await });
+        c.wait_in_flight("default/cold", 1).await;
+        assert_eq!(hits.load(Ordering::SeqCst), 0);
+
+        let slices: Api<EndpointSlice> = Api::namespaced(c.client.clone(), NS);
+        slices
+            .replace(
+                "cold-p1",
+                &PostParams::default(),
+                &serde_json::from_value(slice_json("cold", "p1", addr, true)).expect("slice"),
+            )
+            .await
+            .expect("mark ready");
+        let (status, headers, body) = held.await.expect("joined");
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"warm"[..]));
+        assert_eq!(headers["x-keda-http-cold-start"], "true");
+
+        let (status, headers, _) = get(&c.url("/"), "cold.test").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers["x-keda-http-cold-start"], "false");
+        assert_eq!(hits.load(Ordering::SeqCst), 2);
+        c.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_timeout_fallback_and_unknown_port() {
+    bounded(async {
+        let c = Cluster::start(test_config).await;
+        let (fb, _) = counting_backend("fallback").await;
+        c.service("app").await;
+        c.service("fb").await;
+        c.slice("fb", "p1", fb, true).await;
+        c.route(
+            "slow",
+            "slow.test",
+            "app",
+            json!({"timeouts": {"readiness": "50ms"}}),
+        )
+        .await;
+        c.route(
+            "withfb",
+            "fb.test",
+            "app",
+            json!({"timeouts": {"readiness": "50ms"},
+                   "coldStart": {"fallback": {"service": {"name": "fb", "port": 8080}}}}),
+        )
+        .await;
+        c.route(
+            "badport",
+            "badport.test",
+            "app",
+            json!({"target": {"service": "app", "portName": "nope"}}),
+        )
+        .await;
+        c.wait_route("badport", "app", 0).await;
+        c.wait_route("withfb", "app", 0).await;
+        c.wait_route("slow", "app", 0).await;
+
+        let (status, _, body) = get(&c.url("/"), "slow.test").await;
+        assert_eq!(
+            (status, &body[..]),
+            (StatusCode::GATEWAY_TIMEOUT, &b"Gateway Timeout\n"[..])
+        );
+        assert_eq!(
+            c.request_count("default/slow"),
+            1,
+            "counted: it drove scale-up"
+        );
+
+        let (status, headers, body) = get(&c.url("/"), "fb.test").await;
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"fallback"[..]));
+        assert!(headers.get("x-keda-http-cold-start").is_none());
+
+        let (status, _, _) = get(&c.url("/"), "badport.test").await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        c.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn placeholder_configmap_body_and_overflow() {
+    bounded(async {
+        let c = Cluster::start(test_config).await;
+        c.service("app").await;
+        c.create::<ConfigMap>(json!({
+            "metadata": {"name": "pages", "labels": {"http.keda.sh/response-body": "true"}},
+            "data": {"index.html": "<p>waking</p>"}
+        }))
+        .await;
+        c.route(
+            "ph",
+            "ph.test",
+            "app",
+            json!({"coldStart": {"placeholder": {"response": {
+                "statusCode": 202, "body": "warming up", "headers": {"x-placeholder": "1"}}}}}),
+        )
+        .await;
+        c.route(
+            "phcm",
+            "phcm.test",
+            "app",
+            json!({"coldStart": {"placeholder": {"response": {
+                "bodyFromConfigMap": {"name": "pages"}}}}}),
+        )
+        .await;
+        c.route(
+            "bounded",
+            "bounded.test",
+            "app",
+            json!({"coldStart": {"maxPendingRequests": 1}}),
+        )
+        .await;
+        c.wait_route("ph", "app", 0).await;
+        c.wait_route("phcm", "app", 0).await;
+        c.wait_route("bounded", "app", 0).await;
+
+        let (status, headers, body) = get(&c.url("/"), "ph.test").await;
+        assert_eq!((status.as_u16(), &body[..]), (202, &b"warming up"[..]));
+        assert_eq!(headers["x-placeholder"], "1");
+        assert_eq!(c.request_count("default/ph"), 1, "the placeholder counts as demand");
+
+        // The ConfigMap watch may trail the route watch: bounded polling until it is synced.
+        loop {
+            let (status, headers, body) = get(&c.url("/"), "phcm.test").await;
+            if status == StatusCode::SERVICE_UNAVAILABLE && &body[..] == b"<p>waking</p>" {
+                assert_eq!(headers[header::CONTENT_TYPE], "text/html; charset=utf-8");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+
+        let url = c.url("/");
+        let held = tokio::spawn(async move { get(&url, "bounded.test").await });
+        c.wait_in_flight("default/bounded", 1).await;
+        let (status, headers, _) = get(&c.url("/"), "bounded.test").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(headers[header::RETRY_AFTER], "1");
+        let metrics_addr = c.addrs.metrics.expect("metrics port");
+        let (_, _, metrics) = get(&format!("http://{metrics_addr}/metrics"), "m").await;
+        let metrics = String::from_utf8_lossy(&metrics).into_owned();
+        assert!(
+            metrics.contains("interceptor_cold_start_rejections_total{route_name=\"bounded\",route_namespace=\"default\"} 1"),
+            "{metrics}"
+        );
+
+        let (addr, _) = counting_backend("up").await;
+        c.slice("app", "p1", addr, true).await;
+        let (status, _, body) = held.await.expect("joined");
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"up"[..]));
+        c.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_routes_answer_uncounted() {
+    bounded(async {
+        let c = Cluster::start(test_config).await;
+        let (addr, hits) = counting_backend("app").await;
+        c.service("app").await;
+        c.route(
+            "st",
+            "st.test",
+            "app",
+            json!({"staticRoutes": [
+                {"rules": [{"paths": [{"value": "/healthz"}]}], "responseMode": "Always",
+                 "response": {"body": "fine"}},
+                {"rules": [{"paths": [{"value": "/status"}]}],
+                 "response": {"statusCode": 503, "body": "asleep"}}
+            ]}),
+        )
+        .await;
+        c.wait_route("st", "app", 0).await;
+
+        let (status, _, body) = get(&c.url("/healthz"), "st.test").await;
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"fine"[..]));
+        let (status, _, body) = get(&c.url("/status"), "st.test").await;
+        assert_eq!(
+            (status, &body[..]),
+            (StatusCode::SERVICE_UNAVAILABLE, &b"asleep"[..])
+        );
+        assert_eq!(
+            c.request_count("default/st"),
+            0,
+            "static routes are not counted"
+        );
+
+        c.slice("app", "p1", addr, true).await;
+        c.wait_route("st", "app", 1).await;
+        let (status, _, body) = get(&c.url("/status"), "st.test").await;
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"app"[..]));
+        let (_, _, body) = get(&c.url("/healthz"), "st.test").await;
+        assert_eq!(&body[..], b"fine");
+        assert_eq!(c.request_count("default/st"), 0);
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+        c.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_outages_keep_the_last_state_and_recover() {
+    bounded(async {
+        let c = Cluster::start(test_config).await;
+        let (a, _) = counting_backend("a").await;
+        let (b, _) = counting_backend("b").await;
+        c.service("app").await;
+        c.service("second").await;
+        c.slice("app", "p1", a, true).await;
+        c.route("app", "app.test", "app", json!({})).await;
+        c.wait_route("app", "app", 1).await;
+
+        // Close every watch and make the next requests fail: the proxy keeps serving.
+        let faults = c.api.faults();
+        faults.fail_next(6);
+        faults.close_watches();
+        for _ in 0..5 {
+            let (status, _, body) = get(&c.url("/"), "app.test").await;
+            assert_eq!((status, &body[..]), (StatusCode::OK, &b"a"[..]));
+        }
+        faults
+            .failures()
+            .wait_for(|n| *n == 0)
+            .await
+            .expect("faults alive");
+        // Changes made now arrive after the watches resume.
+        c.route("second", "second.test", "second", json!({})).await;
+        c.slice("second", "p1", b, true).await;
+        c.wait_route("second", "second", 1).await;
+        let (status, _, body) = get(&c.url("/"), "second.test").await;
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"b"[..]));
+
+        // 410 Gone: history compacted, watches closed; the watchers relist.
+        faults.compact_history();
+        faults.close_watches();
+        let (status, _, _) = get(&c.url("/"), "app.test").await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "served from the last state during the relist"
+        );
+        let routes: Api<InterceptorRoute> = Api::namespaced(c.client.clone(), NS);
+        routes
+            .delete("second", &DeleteParams::default())
+            .await
+            .expect("delete");
+        let slices: Api<EndpointSlice> = Api::namespaced(c.client.clone(), NS);
+        slices
+            .delete("app-p1", &DeleteParams::default())
+            .await
+            .expect("delete slice");
+        c.wait_gone("second").await;
+        c.wait_route("app", "app", 0).await;
+        let (status, _, _) = get(&c.url("/"), "second.test").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        c.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_held_requests_are_all_served_once() {
+    const N: usize = 1000;
+    bounded(async {
+        let c = Cluster::start(test_config).await;
+        let (addr, hits) = counting_backend("ok").await;
+        c.service("app").await;
+        c.route("app", "app.test", "app", json!({})).await;
+        c.wait_route("app", "app", 0).await;
+
+        let client = common::client();
+        let mut tasks = Vec::with_capacity(N);
+        for _ in 0..N {
+            let client = client.clone();
+            let url = c.url("/");
+            tasks.push(tokio::spawn(async move {
+                let req = http::Request::get(url)
+                    .header(header::HOST, "app.test")
+                    .body(common::empty())
+                    .expect("request");
+                let response = client.request(req).await.expect("response");
+                let cold = response.headers()["x-keda-http-cold-start"].clone();
+                (response.status(), cold)
+            }));
+        }
+        c.wait_in_flight("default/app", N as i64).await;
+        assert_eq!(hits.load(Ordering::SeqCst), 0);
+        c.slice("app", "p1", addr, true).await;
+        for task in tasks {
+            let (status, cold) = task.await.expect("joined");
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(cold, "true");
+        }
+        assert_eq!(hits.load(Ordering::SeqCst), N, "none lost, none duplicated");
+        assert_eq!(c.request_count("default/app"), N as i64);
+        c.stop().await;
+    })
+    .await;
+}
