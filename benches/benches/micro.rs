@@ -6,7 +6,8 @@
 //! - `route_table_rebuild/10000`: building the index alone, and a whole install (queue keys,
 //!   endpoint pools, index, swap) of a changed 10,000-route table;
 //! - `counters/*`: a request's in-flight enter + leave on one route, alone and with two
-//!   threads on the same route;
+//!   threads on the same route, on an idle route (every request crosses 0 ↔ 1 and notifies
+//!   `/queue/watch`) and on a busy one (no notification);
 //! - `endpoint_pick/<endpoints>`: round-robin selection through the pingora balancer.
 
 use std::hint::black_box;
@@ -167,6 +168,9 @@ fn counters(c: &mut Criterion) {
     // A long-lived request keeps the route active, so enter/leave never crosses 0 ↔ 1 (no
     // change notification): the common case under load.
     let held = route.enter();
+    group.bench_function("enter_leave/1_thread_busy_route", |b| {
+        b.iter(|| drop(black_box(route.enter())));
+    });
     group.bench_function("enter_leave/2_threads_busy_route", |b| {
         b.iter_custom(|iters| {
             let start = Arc::new(Barrier::new(2));

@@ -34,10 +34,15 @@ use keda_http_benches::wrk::{WrkResult, WrkRun};
 use keda_http_benches::{criterion_results, env_secs, env_u64, nginx, routes, target_dir};
 use serde_json::json;
 
+#[path = "proxy/wake.rs"]
+mod wake;
+
 /// Environment variable that turns this binary into a helper process.
 const ROLE: &str = "KEDA_BENCH_ROLE";
 /// The open-loop helper's configuration (JSON).
 const OPENLOOP_CONFIG: &str = "KEDA_BENCH_OPENLOOP";
+/// The wake helper's configuration (JSON).
+const WAKE_CONFIG: &str = "KEDA_BENCH_WAKE";
 
 /// The route every load suite uses.
 const HOST: &str = "bench.example.com";
@@ -59,6 +64,13 @@ fn main() -> anyhow::Result<()> {
     if let Ok(role) = std::env::var(ROLE) {
         return match role.as_str() {
             "openloop" => openloop_role(),
+            "wake" => {
+                let config: wake::WakeConfig = serde_json::from_str(
+                    &std::env::var(WAKE_CONFIG).context("the wake configuration")?,
+                )?;
+                println!("{}", serde_json::to_string(&wake::run(&config)?)?);
+                Ok(())
+            }
             other => bail!("unknown {ROLE}={other}"),
         };
     }
@@ -101,6 +113,7 @@ struct Settings {
     connections: u32,
     soak: Duration,
     activations: usize,
+    wakes: usize,
     routes: usize,
     held: usize,
     suites: Vec<String>,
@@ -122,6 +135,7 @@ impl Settings {
             connections: env_u64("BENCH_CONNECTIONS", 64).max(1) as u32,
             soak: env_secs("BENCH_SOAK_SECONDS", 60.0),
             activations: env_u64("BENCH_ACTIVATIONS", 30).max(1) as usize,
+            wakes: env_u64("BENCH_WAKES", 100).max(1) as usize,
             routes: env_u64("BENCH_ROUTES", 10_000) as usize,
             held: env_u64("BENCH_HELD", 10_000) as usize,
             suites,
@@ -411,15 +425,12 @@ fn run(settings: &Settings) -> anyhow::Result<Report> {
     // 4. Cold start: does the interceptor hold a request for a target without endpoints?
     let holds = holds_requests(ours.proxy);
     if settings.wants("coldstart") {
-        let title = "Cold start: wake latency";
-        sections.push(match &holds {
-            Ok(()) => Section::skipped(
-                title,
-                "the interceptor holds requests, but the wake harness needs an endpoint seam \
-                 the release binary does not expose yet (ask for an admin hook)",
-            ),
-            Err(why) => Section::skipped(title, &format!("needs cold start (issue 6): {why}")),
-        });
+        let section = match cold_start(settings, cores) {
+            Ok(s) => s,
+            Err(e) => Section::skipped("Cold start: wake latency", &format!("failed: {e:#}")),
+        };
+        goals.wake_p99_us = section.data["worst_p99_us"].as_f64();
+        sections.push(section);
     }
 
     // 5. Memory.
@@ -816,6 +827,67 @@ fn holds_requests(proxy: SocketAddr) -> Result<(), String> {
     }
 }
 
+fn cold_start(settings: &Settings, cores: Cores) -> anyhow::Result<Section> {
+    let title = "Cold start: wake latency";
+    let config = wake::WakeConfig {
+        levels: vec![1, 100, 1000],
+        wakes: settings.wakes,
+        proxy_cpu: Some(cores.proxy),
+    };
+    let exe = std::env::current_exe()?;
+    let mut cmd = pinned(exe, Some(cores.load));
+    cmd.env(ROLE, "wake")
+        .env(WAKE_CONFIG, serde_json::to_string(&config)?);
+    let out = cmd.output().context("run the wake helper")?;
+    if !out.status.success() {
+        bail!(
+            "wake helper failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let result: wake::WakeResult = serde_json::from_str(text.lines().last().unwrap_or_default())
+        .with_context(|| format!("wake helper output: {text}"))?;
+    let levels = match result {
+        wake::WakeResult::Skipped(why) => {
+            let line = format!("needs cold start (issue 6): {why}");
+            eprintln!("skipped: cold start: {line}");
+            return Ok(Section::skipped(title, &line));
+        }
+        wake::WakeResult::Levels(levels) => levels,
+    };
+    let mut table = Table::new(&["held at once", "wakes", "p50", "p99", "max"]);
+    let mut worst_p99: Option<f64> = None;
+    for level in &levels {
+        let l = level.latency;
+        if let Some(l) = l {
+            worst_p99 = Some(worst_p99.map_or(l.p99_us as f64, |w| w.max(l.p99_us as f64)));
+        }
+        table.row(vec![
+            level.held.to_string(),
+            l.map_or(0, |l| l.count).to_string(),
+            report::latency(l.map(|l| l.p50_us as f64)),
+            report::latency(l.map(|l| l.p99_us as f64)),
+            report::latency(l.map(|l| l.max_us as f64)),
+        ]);
+    }
+    let mut section = Section::new(title);
+    section.table = table;
+    section.notes.push(
+        "time from the endpoint-ready event (the EndpointSource seam the EndpointSlice watch \
+         feeds) to each held request reaching the backend; in-process interceptor on the proxy \
+         core, clients and backend on the load core"
+            .to_owned(),
+    );
+    section.notes.push(format!(
+        "goal ≤ 2 ms p99 (worst level): {}",
+        report::verdict(worst_p99, GOAL_WAKE_P99_US, true)
+    ));
+    section.data = json!({"levels": levels, "worst_p99_us": worst_p99});
+    Ok(section)
+}
+
 fn activation(settings: &Settings, ours: &Ours) -> anyhow::Result<Section> {
     use keda_http_scaler::proto::ScaledObjectRef;
     use keda_http_scaler::proto::external_scaler_client::ExternalScalerClient;
@@ -997,8 +1069,9 @@ fn memory(
             format!("keda-http with {} routes", settings.routes),
             report::mib(kib),
             format!(
-                "{} bytes per route over idle; ready after {ready_s:.1} s",
-                report::num(per_route, 0)
+                "{} bytes per route over idle; ready {:.0} ms after start",
+                report::num(per_route, 0),
+                ready_s * 1000.0
             ),
         ]);
         data.insert("routes".into(), json!({"count": settings.routes, "kib": kib, "bytes_per_route": per_route, "ready_seconds": ready_s}));
@@ -1206,7 +1279,17 @@ impl Goals {
 }
 
 fn micro_section(goals: &mut Goals) -> Section {
-    let estimates = criterion_results::load(&target_dir().join("criterion"));
+    /// The criterion groups of `benches/micro.rs` (other crates' benches share the directory).
+    const GROUPS: [&str; 4] = [
+        "route_lookup/",
+        "route_table_rebuild/",
+        "counters/",
+        "endpoint_pick/",
+    ];
+    let estimates: Vec<_> = criterion_results::load(&target_dir().join("criterion"))
+        .into_iter()
+        .filter(|e| GROUPS.iter().any(|g| e.id.starts_with(g)))
+        .collect();
     if estimates.is_empty() {
         return Section::skipped(
             "Micro benchmarks (criterion)",

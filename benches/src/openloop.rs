@@ -5,7 +5,8 @@
 //!
 //! A plain OS thread keeps the schedule (`std::thread::sleep` is good to tens of µs, Tokio's
 //! timer only to 1 ms) and hands due send times to `connections` workers, each owning one
-//! HTTP/1.1 keep-alive connection on a current-thread Tokio runtime. When every connection is
+//! HTTP/1.1 keep-alive connection, on a current-thread Tokio runtime driven by the calling
+//! thread. When every connection is
 //! busy, due requests wait in the queue and their wait is part of their latency.
 
 use std::net::SocketAddr;
@@ -117,31 +118,35 @@ pub fn run(config: &OpenLoop) -> anyhow::Result<OpenLoopResult> {
         .map(|_| runtime.spawn(worker(config.clone(), Arc::clone(&rx))))
         .collect();
 
-    // The schedule, on this thread.
+    // The schedule, on its own OS thread; the workers run on this one (a current-thread
+    // runtime only makes progress inside `block_on`).
     let warmup_n = due_by(config.warmup, config.rate).saturating_sub(1);
     let total = warmup_n + (config.duration.as_secs_f64() * config.rate).round() as u64;
-    let start = Instant::now();
-    let mut next = 0u64;
-    while next < total {
-        let due = due_by(start.elapsed(), config.rate).min(total);
-        while next < due {
-            let slot = Slot {
-                at: start + scheduled_offset(next, config.rate),
-                measured: next >= warmup_n,
-            };
-            if tx.send(slot).is_err() {
-                anyhow::bail!("every open-loop worker stopped");
+    let rate = config.rate;
+    let schedule = std::thread::spawn(move || {
+        let start = Instant::now();
+        let mut next = 0u64;
+        while next < total {
+            let due = due_by(start.elapsed(), rate).min(total);
+            while next < due {
+                let slot = Slot {
+                    at: start + scheduled_offset(next, rate),
+                    measured: next >= warmup_n,
+                };
+                if tx.send(slot).is_err() {
+                    return false;
+                }
+                next += 1;
             }
-            next += 1;
-        }
-        if next < total {
-            let wake = start + scheduled_offset(next, config.rate);
-            if let Some(wait) = wake.checked_duration_since(Instant::now()) {
-                std::thread::sleep(wait);
+            if next < total {
+                let wake = start + scheduled_offset(next, rate);
+                if let Some(wait) = wake.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
             }
         }
-    }
-    drop(tx);
+        true
+    });
 
     let mut samples = Samples::with_capacity((total - warmup_n) as usize);
     let mut errors = 0u64;
@@ -153,6 +158,10 @@ pub fn run(config: &OpenLoop) -> anyhow::Result<OpenLoopResult> {
         }
         anyhow::Ok(())
     })?;
+    let completed = schedule
+        .join()
+        .map_err(|_| anyhow::anyhow!("the schedule thread panicked"))?;
+    anyhow::ensure!(completed, "every open-loop worker stopped");
     Ok(OpenLoopResult {
         scheduled: total - warmup_n,
         ok: samples.len() as u64,

@@ -57,6 +57,34 @@ pub fn pinned(program: impl AsRef<Path>, cpu: Option<usize>) -> Command {
     }
 }
 
+/// The kernel thread id of the calling thread (from the `/proc/thread-self` link,
+/// `<pid>/task/<tid>`).
+pub fn current_tid() -> Option<u32> {
+    let link = std::fs::read_link("/proc/thread-self").ok()?;
+    parse_thread_self(&link.to_string_lossy())
+}
+
+/// The tid in a `/proc/thread-self` link target.
+pub fn parse_thread_self(link: &str) -> Option<u32> {
+    let (_, tid) = link.rsplit_once("/task/")?;
+    tid.parse().ok()
+}
+
+/// Moves the calling thread (only it) to `cpu` with `taskset -p`; false when that is not
+/// possible (no taskset, no such CPU).
+pub fn pin_current_thread(cpu: usize) -> bool {
+    let Some(tid) = current_tid() else {
+        return false;
+    };
+    have_taskset()
+        && Command::new("taskset")
+            .args(["-p", "-c", &cpu.to_string(), &tid.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+}
+
 /// A running child that is killed (SIGKILL) and reaped when dropped.
 #[derive(Debug)]
 pub struct Proc {
@@ -183,6 +211,13 @@ mod tests {
         assert_eq!(parse_status_line(b"HTTP/1.0 503 x"), Some(503));
         assert_eq!(parse_status_line(b"SSH-2.0-x"), None);
         assert_eq!(parse_status_line(b"HTTP/1.1"), None);
+    }
+
+    #[test]
+    fn thread_ids() {
+        assert_eq!(parse_thread_self("4242/task/4250"), Some(4250));
+        assert_eq!(parse_thread_self("self"), None);
+        assert!(current_tid().is_some());
     }
 
     #[test]
