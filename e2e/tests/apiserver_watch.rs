@@ -12,6 +12,7 @@ use common::{rv_of, within};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use keda_http_e2e::apiserver::store::{DeleteOptions as StoreDeleteOptions, WriteOptions};
 use keda_http_e2e::apiserver::{LocalApiServer, ServerConfig};
 use kube::api::{
     DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
@@ -467,15 +468,31 @@ async fn reflector_over_endpoint_slices_survives_closes_and_410() {
         );
 
         // History compacted while the watch is down: the resume gets 410 and the watcher relists.
-        server.faults().compact_history();
+        // The changes go straight to the store, with no await in between, so that they are
+        // all made before the watcher can reconnect.
         server.faults().close_watches();
-        slices
-            .create(&pp, &slice("web-3", "web", "10.0.0.5"))
-            .await
+        server.faults().compact_history();
+        let kind = server
+            .store()
+            .kind("discovery.k8s.io", "v1", "endpointslices")
             .unwrap();
-        slices
-            .delete("web-2", &DeleteParams::default())
-            .await
+        server
+            .store()
+            .create(
+                &kind,
+                Some("default"),
+                serde_json::to_value(slice("web-3", "web", "10.0.0.5")).unwrap(),
+                &WriteOptions::default(),
+            )
+            .unwrap();
+        server
+            .store()
+            .delete(
+                &kind,
+                Some("default"),
+                "web-2",
+                &StoreDeleteOptions::default(),
+            )
             .unwrap();
         let mut relisted = Vec::new();
         loop {

@@ -169,6 +169,8 @@ impl Feed {
         let resource = self.kind.key();
         loop {
             tokio::select! {
+                // A closed watch sends nothing more, even if events are waiting.
+                biased;
                 () = stop.cancelled() => return,
                 () = self.tx.closed() => return,
                 () = &mut deadline => {
