@@ -7,6 +7,7 @@
 //! caller logs once the logger is up.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgAction, Parser};
@@ -72,17 +73,19 @@ pub struct Args {
     #[arg(long, action = ArgAction::Set, num_args = 0..=1, require_equals = true,
           default_value_t = false, default_missing_value = "true")]
     pub leader_elect: bool,
-    /// Accepted for compatibility; no effect (metrics are served as plain HTTP).
+    /// Serve /metrics over HTTPS (certificate from --metrics-cert-dir, else self-signed).
     #[arg(long, action = ArgAction::Set, num_args = 0..=1, require_equals = true,
           default_value_t = false, default_missing_value = "true")]
     pub metrics_secure: bool,
-    /// Accepted for compatibility; no effect (no TokenReview/SubjectAccessReview filter).
+    /// Require a bearer token that the API server authenticates (TokenReview) and authorises
+    /// for GET /metrics (SubjectAccessReview).
     #[arg(long, action = ArgAction::Set, num_args = 0..=1, require_equals = true,
           default_value_t = false, default_missing_value = "true")]
     pub metrics_auth: bool,
-    /// Accepted for compatibility; no effect (goes with --metrics-secure).
+    /// Directory holding tls.crt and tls.key for --metrics-secure; unset means a self-signed
+    /// certificate generated at start-up.
     #[arg(long)]
-    pub metrics_cert_dir: Option<String>,
+    pub metrics_cert_dir: Option<PathBuf>,
     /// Accepted for compatibility; no effect (there is no pprof endpoint).
     #[arg(long, default_value = "")]
     pub profiling_bind_address: String,
@@ -166,6 +169,12 @@ pub struct Config {
     pub identity: String,
     /// `/metrics` listener; `None` disables it.
     pub metrics_addr: Option<SocketAddr>,
+    /// Serve `/metrics` over TLS.
+    pub metrics_secure: bool,
+    /// Require an authorised bearer token for `/metrics`.
+    pub metrics_auth: bool,
+    /// `tls.crt` + `tls.key` for the metrics listener; `None` means self-signed.
+    pub metrics_cert_dir: Option<PathBuf>,
     /// `/healthz` + `/readyz` listener; `None` disables them.
     pub probe_addr: Option<SocketAddr>,
     /// Logging.
@@ -185,6 +194,9 @@ impl Config {
             leader_timings: LeaderTimings::default(),
             identity: default_identity(None),
             metrics_addr: None,
+            metrics_secure: false,
+            metrics_auth: false,
+            metrics_cert_dir: None,
             probe_addr: None,
             log: LogConfig {
                 format: LogFormat::Json,
@@ -272,17 +284,8 @@ impl Config {
             &args.health_probe_bind_address,
         )?;
         let log = log_config(args)?;
-        if args.metrics_secure {
-            warnings.push(
-                "--metrics-secure is accepted but has no effect: metrics are served as plain HTTP"
-                    .to_owned(),
-            );
-        }
-        if args.metrics_auth {
-            warnings.push("--metrics-auth is accepted but has no effect".to_owned());
-        }
-        if args.metrics_cert_dir.is_some() {
-            warnings.push("--metrics-cert-dir is accepted but has no effect".to_owned());
+        if args.metrics_cert_dir.is_some() && !args.metrics_secure {
+            warnings.push("--metrics-cert-dir has no effect without --metrics-secure".to_owned());
         }
         if !args.profiling_bind_address.is_empty() {
             warnings.push("--profiling-bind-address is accepted but has no effect".to_owned());
@@ -296,6 +299,9 @@ impl Config {
             leader_timings,
             identity: default_identity(get("POD_NAME").or_else(|| get("HOSTNAME")).as_deref()),
             metrics_addr,
+            metrics_secure: args.metrics_secure,
+            metrics_auth: args.metrics_auth,
+            metrics_cert_dir: args.metrics_cert_dir.clone(),
             probe_addr,
             log,
         };
@@ -607,11 +613,24 @@ mod tests {
                 "--leader-elect=false",
                 "--metrics-secure",
                 "--metrics-auth=true",
+                "--metrics-cert-dir=/certs",
             ],
             &[base],
         )
         .unwrap();
         assert!(!c.leader_elect);
+        assert!(c.metrics_secure && c.metrics_auth);
+        assert_eq!(c.metrics_cert_dir, Some(PathBuf::from("/certs")));
+        assert!(warnings.is_empty(), "{warnings:?}");
+
+        let (_, warnings) = parse(
+            &[
+                "--metrics-cert-dir=/certs",
+                "--profiling-bind-address=:6060",
+            ],
+            &[base],
+        )
+        .unwrap();
         assert_eq!(warnings.len(), 2, "{warnings:?}");
     }
 

@@ -113,16 +113,18 @@ pub async fn run(ctx: Arc<Context>, watch_namespace: Option<&str>, shutdown: Can
             ),
             None => (Api::all(client.clone()), Api::all(client)),
         };
-    Controller::new(httpsos, watcher::Config::default().any_semantic())
-        .owns(scaled_objects, watcher::Config::default().any_semantic())
-        .graceful_shutdown_on(shutdown.cancelled_owned())
+    let controller = Controller::new(httpsos, watcher::Config::default().any_semantic())
+        .owns(scaled_objects, watcher::Config::default().any_semantic());
+    let store = controller.store();
+    let driven = controller
+        .graceful_shutdown_on(shutdown.clone().cancelled_owned())
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             if let Err(error) = result {
                 tracing::debug!(controller = CONTROLLER, %error, "controller event");
             }
-        })
-        .await;
+        });
+    crate::drive_controller(driven, store, shutdown).await;
 }
 
 /// One reconcile, timed and counted.

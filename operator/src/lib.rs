@@ -10,7 +10,8 @@
 //!   `observedGeneration`, `False` when the target Service is missing or another route claims
 //!   the same host + path + headers ([`route_key`]);
 //! - one active replica through a Lease ([`leader`]);
-//! - `/healthz`, `/readyz` and `/metrics` ([`probes`], [`metrics`]);
+//! - `/healthz`, `/readyz` and `/metrics` ([`probes`], [`metrics`]), the latter optionally
+//!   over TLS and behind TokenReview/SubjectAccessReview ([`metrics_access`]);
 //! - its flags and `KEDA_HTTP_OPERATOR_*` settings ([`config`]).
 //!
 //! It does not route traffic, count requests or talk to KEDA; the interceptor and the scaler
@@ -24,6 +25,7 @@ pub mod config;
 pub mod httpso_controller;
 pub mod leader;
 pub mod metrics;
+pub mod metrics_access;
 pub mod probes;
 pub mod route_controller;
 pub mod route_key;
@@ -40,6 +42,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::{Api, Client};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{Args, Config, ConfigError, LeaderTimings};
@@ -63,6 +66,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The metrics TLS certificate could not be loaded or made.
+    #[error(transparent)]
+    MetricsTls(#[from] metrics_access::TlsError),
     /// This replica lost the Lease; it stopped reconciling and should restart as a candidate.
     #[error("leader election lost: {0}")]
     LeadershipLost(#[from] LeaderError),
@@ -76,6 +82,7 @@ pub struct Operator {
     health: Health,
     probe_listener: Option<TcpListener>,
     metrics_listener: Option<TcpListener>,
+    metrics_tls: Option<TlsAcceptor>,
 }
 
 impl std::fmt::Debug for Operator {
@@ -100,6 +107,12 @@ impl Operator {
                     .map_err(|source| Error::Bind { addr, source }),
             }
         };
+        let metrics_tls = match config.metrics_secure && config.metrics_addr.is_some() {
+            true => Some(TlsAcceptor::from(metrics_access::tls_config(
+                config.metrics_cert_dir.as_deref(),
+            )?)),
+            false => None,
+        };
         let probe_listener = listen(config.probe_addr).await?;
         let metrics_listener = listen(config.metrics_addr).await?;
         Ok(Self {
@@ -109,6 +122,7 @@ impl Operator {
             health: Health::new(),
             probe_listener,
             metrics_listener,
+            metrics_tls,
         })
     }
 
@@ -143,6 +157,7 @@ impl Operator {
             health,
             probe_listener,
             metrics_listener,
+            metrics_tls,
         } = self;
         let servers_stop = CancellationToken::new();
         let mut servers = JoinSet::new();
@@ -150,13 +165,22 @@ impl Operator {
             servers.spawn(probes::serve(
                 l,
                 Endpoints::Probes(health.clone()),
+                None,
                 servers_stop.clone(),
             ));
         }
         if let Some(l) = metrics_listener {
+            let auth = config
+                .metrics_auth
+                .then(|| Arc::new(metrics_access::Authorizer::new(client.clone())));
+            let endpoints = Endpoints::Metrics {
+                metrics: metrics.clone(),
+                auth,
+            };
             servers.spawn(probes::serve(
                 l,
-                Endpoints::Metrics(metrics.clone()),
+                endpoints,
+                metrics_tls,
                 servers_stop.clone(),
             ));
         }
@@ -289,4 +313,29 @@ async fn run_controllers(
         httpso_controller::run(ctx, watch_namespace, stop.clone()),
         route_controller::run(client.clone(), metrics.clone(), watch_namespace, stop),
     );
+}
+
+/// Drives a controller until it ends. When `shutdown` fires first, waits for its graceful end
+/// only if its main store has synced: kube's applier waits for that first list before it
+/// reconciles anything, and shutdown stops the watch that would deliver it, so a controller
+/// stopped that early would otherwise never finish. Nothing can be in flight before the
+/// first list, so dropping it then loses nothing.
+pub(crate) async fn drive_controller<K>(
+    controller: impl Future<Output = ()>,
+    store: kube::runtime::reflector::Store<K>,
+    shutdown: CancellationToken,
+) where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    use futures::FutureExt as _;
+    tokio::pin!(controller);
+    tokio::select! {
+        () = &mut controller => {}
+        () = shutdown.cancelled() => {
+            if matches!(store.wait_until_ready().now_or_never(), Some(Ok(()))) {
+                controller.await;
+            }
+        }
+    }
 }

@@ -1,10 +1,12 @@
 //! The operator's small HTTP endpoints: `/healthz` and `/readyz` on the probe listener,
-//! `/metrics` on the metrics listener. Plain HTTP/1.1; every connection task belongs to the
-//! serving future, so dropping it (or cancelling `shutdown`) closes them all.
+//! `/metrics` on the metrics listener (optionally over TLS and behind a token check, see
+//! [`crate::metrics_access`]). HTTP/1.1; every connection task belongs to the serving future,
+//! so dropping it (or cancelling `shutdown`) closes them all.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
@@ -12,11 +14,14 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
+use crate::metrics_access::{Authorizer, Decision};
 
 /// What the endpoints report.
 #[derive(Debug, Clone)]
@@ -54,8 +59,13 @@ impl Health {
 pub enum Endpoints {
     /// `/healthz`, `/readyz`.
     Probes(Health),
-    /// `/metrics`.
-    Metrics(Metrics),
+    /// `/metrics`, with an access check when `--metrics-auth` is on.
+    Metrics {
+        /// What to render.
+        metrics: Metrics,
+        /// Token check; `None` serves everyone.
+        auth: Option<Arc<Authorizer>>,
+    },
 }
 
 impl Endpoints {
@@ -78,7 +88,7 @@ impl Endpoints {
                 TEXT,
                 "shutting down\n".to_owned(),
             ),
-            (Self::Metrics(m), "/metrics") => (
+            (Self::Metrics { metrics: m, .. }, "/metrics") => (
                 StatusCode::OK,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
                 m.render(),
@@ -86,10 +96,54 @@ impl Endpoints {
             _ => (StatusCode::NOT_FOUND, TEXT, "not found\n".to_owned()),
         }
     }
+
+    /// The response to `req`, after the access check where one applies.
+    async fn respond(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+        const TEXT: &str = "text/plain; charset=utf-8";
+        let denied = match self {
+            Self::Metrics {
+                auth: Some(auth), ..
+            } if req.uri().path() == "/metrics" => {
+                let header = req
+                    .headers()
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok());
+                match auth.check(header).await {
+                    Decision::Allowed => None,
+                    Decision::Unauthenticated => Some((StatusCode::UNAUTHORIZED, "Unauthorized\n")),
+                    Decision::Forbidden => Some((StatusCode::FORBIDDEN, "Forbidden\n")),
+                    Decision::Unavailable => Some((
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "cannot check the token now\n",
+                    )),
+                }
+            }
+            _ => None,
+        };
+        let (status, content_type, body) = match denied {
+            Some((status, body)) => (status, TEXT, body.to_owned()),
+            None => self.answer(req.method(), req.uri().path()),
+        };
+        let mut response = Response::new(Full::new(Bytes::from(body)));
+        *response.status_mut() = status;
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static(content_type),
+        );
+        response
+    }
 }
 
-/// Serves `endpoints` on `listener` until `shutdown` is cancelled.
-pub async fn serve(listener: TcpListener, endpoints: Endpoints, shutdown: CancellationToken) {
+/// How long a client may take to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `endpoints` on `listener` until `shutdown` is cancelled, over TLS when `tls` is set.
+pub async fn serve(
+    listener: TcpListener,
+    endpoints: Endpoints,
+    tls: Option<TlsAcceptor>,
+    shutdown: CancellationToken,
+) {
     let endpoints = Arc::new(endpoints);
     let mut connections = JoinSet::new();
     loop {
@@ -107,27 +161,38 @@ pub async fn serve(listener: TcpListener, endpoints: Endpoints, shutdown: Cancel
         };
         let endpoints = Arc::clone(&endpoints);
         let shutdown = shutdown.clone();
+        let tls = tls.clone();
         connections.spawn(async move {
-            let service = service_fn(move |req: Request<Incoming>| {
-                let (status, content_type, body) = endpoints.answer(req.method(), req.uri().path());
-                let mut response = Response::new(Full::new(Bytes::from(body)));
-                *response.status_mut() = status;
-                response.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    header::HeaderValue::from_static(content_type),
-                );
-                async move { Ok::<_, Infallible>(response) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                () = shutdown.cancelled() => conn.as_mut().graceful_shutdown(),
+            match tls {
+                None => serve_connection(stream, endpoints, shutdown).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => serve_connection(stream, endpoints, shutdown).await,
+                        Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    }
+                }
             }
         });
     }
     connections.shutdown().await;
+}
+
+async fn serve_connection<IO>(io: IO, endpoints: Arc<Endpoints>, shutdown: CancellationToken)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req: Request<Incoming>| {
+        let endpoints = Arc::clone(&endpoints);
+        async move { Ok::<_, Infallible>(endpoints.respond(&req).await) }
+    });
+    let conn =
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        () = shutdown.cancelled() => conn.as_mut().graceful_shutdown(),
+    }
 }
 
 #[cfg(test)]
@@ -154,7 +219,10 @@ mod tests {
             StatusCode::SERVICE_UNAVAILABLE
         );
         assert_eq!(probes.answer(&Method::GET, "/healthz").0, StatusCode::OK);
-        let metrics = Endpoints::Metrics(Metrics::new());
+        let metrics = Endpoints::Metrics {
+            metrics: Metrics::new(),
+            auth: None,
+        };
         let (status, _, body) = metrics.answer(&Method::GET, "/metrics");
         assert_eq!(status, StatusCode::OK);
         assert!(body.ends_with("# EOF\n"));

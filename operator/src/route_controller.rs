@@ -88,18 +88,20 @@ pub async fn run(
         Some(ns) => Api::namespaced(client, ns),
         None => Api::all(client),
     };
-    Controller::new(api, watcher::Config::default().any_semantic())
+    let controller = Controller::new(api, watcher::Config::default().any_semantic())
         .reconcile_all_on(services_stream)
         .reconcile_all_on(routes_stream)
-        .reconcile_all_on(httpsos_stream)
-        .graceful_shutdown_on(shutdown.cancelled_owned())
+        .reconcile_all_on(httpsos_stream);
+    let store = controller.store();
+    let driven = controller
+        .graceful_shutdown_on(shutdown.clone().cancelled_owned())
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             if let Err(error) = result {
                 tracing::debug!(controller = CONTROLLER, %error, "controller event");
             }
-        })
-        .await;
+        });
+    crate::drive_controller(driven, store, shutdown).await;
 }
 
 /// A reflector store of `K` and a stream that yields once per change that matters to other
