@@ -12,6 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::{backend, bounded, full, get};
 use http::{Response, StatusCode, header};
+use http_body_util::BodyExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use keda_http_api::InterceptorRoute;
@@ -272,9 +273,30 @@ async fn cold_request_is_released_by_the_slice_event() {
         // A slice whose endpoint is not ready yet does not release anything.
         c.slice("cold", "p1", addr, false).await;
 
+        // The scaler's push stream: a line now, and one as soon as the held request counts.
+        let req = http::Request::get(format!("http://{}/queue/watch", c.addrs.admin))
+            .body(common::empty())
+            .expect("request");
+        let mut stream = common::client()
+            .request(req)
+            .await
+            .expect("watch")
+            .into_body();
         let url = c.url("/");
         let held = tokio::spawn(async move { get(&url, "cold.test").await });
-        c.wait_in_flight("default/cold", 1).await;
+        loop {
+            let line = stream
+                .frame()
+                .await
+                .expect("frame")
+                .expect("ok")
+                .into_data()
+                .expect("data");
+            let counts = keda_http_api::queue::QueueCounts::from_body(&line).expect("json");
+            if counts.0["default/cold"].concurrency == 1 {
+                break;
+            }
+        }
         assert_eq!(hits.load(Ordering::SeqCst), 0);
 
         let slices: Api<EndpointSlice> = Api::namespaced(c.client.clone(), NS);
@@ -571,6 +593,73 @@ async fn a_thousand_held_requests_are_all_served_once() {
         }
         assert_eq!(hits.load(Ordering::SeqCst), N, "none lost, none duplicated");
         assert_eq!(c.request_count("default/app"), N as i64);
+        c.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_churn_finishes_in_flight_and_moves_new_requests() {
+    bounded(async {
+        let c = Cluster::start(test_config).await;
+        // Pod A holds its first response until released; pod B answers at once.
+        let (release_tx, release_rx) = tokio::sync::mpsc::channel::<()>(1);
+        let release_rx = Arc::new(tokio::sync::Mutex::new(release_rx));
+        let (entered_tx, mut entered_rx) = tokio::sync::mpsc::channel::<()>(1);
+        let a = backend(move |_req| {
+            let release_rx = Arc::clone(&release_rx);
+            let entered_tx = entered_tx.clone();
+            async move {
+                let _ = entered_tx.send(()).await;
+                let _ = release_rx.lock().await.recv().await;
+                Response::new(full("a"))
+            }
+        })
+        .await;
+        let (b, b_hits) = counting_backend("b").await;
+        c.service("app").await;
+        c.slice("app", "pa", a, true).await;
+        c.route("app", "app.test", "app", json!({})).await;
+        c.wait_route("app", "app", 1).await;
+
+        let url = c.url("/");
+        let in_flight = tokio::spawn(async move { get(&url, "app.test").await });
+        entered_rx.recv().await.expect("request reached pod A");
+
+        // Pod A leaves (terminating), pod B arrives: new requests go to B only.
+        let slices: Api<EndpointSlice> = Api::namespaced(c.client.clone(), NS);
+        slices
+            .patch(
+                "app-pa",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"endpoints": [{"addresses": [a.ip().to_string()],
+                    "conditions": {"ready": false, "serving": true, "terminating": true}}]})),
+            )
+            .await
+            .expect("terminating");
+        c.slice("app", "pb", b, true).await;
+        let table = c.routes.load_full();
+        let route = table
+            .routes()
+            .iter()
+            .find(|r| &*r.key == "default/app")
+            .expect("route");
+        route
+            .pool
+            .ready()
+            .wait_for(|s| s.ready.len() == 1 && s.ready.contains(&b))
+            .await
+            .expect("pool alive");
+        for _ in 0..4 {
+            let (status, _, body) = get(&c.url("/"), "app.test").await;
+            assert_eq!((status, &body[..]), (StatusCode::OK, &b"b"[..]));
+        }
+        assert_eq!(b_hits.load(Ordering::SeqCst), 4);
+
+        // The request already at pod A finishes there.
+        release_tx.send(()).await.expect("pod A waiting");
+        let (status, _, body) = in_flight.await.expect("joined");
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"a"[..]));
         c.stop().await;
     })
     .await;

@@ -1,7 +1,6 @@
 //! The request path: validate → route → count → forward → stream back.
 //!
-//! [`Proxy::handle`] is the whole chain for one request, in the order of reference §1.3 (minus
-//! the cold-start layers, which the next issue adds between counting and forwarding):
+//! [`Proxy::handle`] is the whole chain for one request, in the order of reference §1.3:
 //!
 //! 1. **validate**: `CONNECT` → 405; an absolute-form HTTP/1 request target → 404 (never an
 //!    open proxy); a missing (HTTP/1.1), repeated or malformed `Host` → 400; both
@@ -11,12 +10,16 @@
 //!    header-read timeout closes the connection).
 //! 2. **route**: one `ArcSwap` load of the [`RouteTable`](crate::routing::RouteTable); no
 //!    match → 404.
-//! 3. **count**: the route's in-flight guard, kept in the response body (or the upgraded
-//!    connection's splice task) until the response has ended.
-//! 4. **forward** ([`forward`]): pick a ready endpoint, rewrite headers, send with connect
+//! 3. **static routes, then count**: a matching static route answers (or forwards when the
+//!    target is ready) without counting; otherwise the route's in-flight guard is taken and
+//!    kept in the response body (or the upgraded connection's splice task) until the response
+//!    has ended.
+//! 4. **cold start** ([`crate::coldstart`]): without a ready endpoint, the placeholder, or a
+//!    bounded hold on the target's ready channel, then the fallback or 504.
+//! 5. **forward** ([`forward`]): pick a ready endpoint, rewrite headers, send with connect
 //!    retries and the response-header timeout, all within the request deadline (504 before
 //!    the response headers; after them the deadline ends the streaming body).
-//! 5. **respond**: hop-by-hop headers removed; `Connection: close` on HTTP/1 while draining;
+//! 6. **respond**: hop-by-hop headers removed; `Connection: close` on HTTP/1 while draining;
 //!    `101 Switching Protocols` spliced both ways.
 //!
 //! Failures map to status codes in one place, [`ProxyError::status`].
