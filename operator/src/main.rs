@@ -33,6 +33,16 @@ fn main() -> ExitCode {
                 return ExitCode::from(64);
             }
         };
+    // Certificates given by the user are configuration too: check them before anything runs.
+    if let Some(dir) = config
+        .metrics_cert_dir
+        .as_deref()
+        .filter(|_| config.metrics_secure)
+        && let Err(error) = keda_http_operator::metrics_access::tls_config(Some(dir))
+    {
+        eprintln!("keda-http-operator: invalid configuration: {error}");
+        return ExitCode::from(64);
+    }
     init_logging(&config.log);
     for warning in warnings {
         tracing::warn!("{warning}");

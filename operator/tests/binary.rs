@@ -31,7 +31,19 @@ type Case = (
 
 #[tokio::test]
 async fn invalid_settings_exit_64_with_one_line() {
-    let cases: [Case; 4] = [
+    let cases: [Case; 5] = [
+        (
+            &[
+                "--metrics-secure",
+                "--metrics-cert-dir=/nonexistent",
+                "--metrics-bind-address=127.0.0.1:0",
+            ],
+            &[
+                ("KEDA_HTTP_OPERATOR_EXTERNAL_SCALER_SERVICE", "s"),
+                ("KUBECONFIG", "/nonexistent/kubeconfig"),
+            ],
+            "--metrics-cert-dir: /nonexistent/tls.crt",
+        ),
         (
             &[],
             &[],
