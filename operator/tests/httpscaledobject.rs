@@ -230,7 +230,7 @@ async fn skip_annotation_deletes_and_never_creates() {
             .is_none()
     );
 
-    // A user's own ScaledObject with the same name is not touched.
+    // Spec changes keep it that way.
     patch_httpso(&httpsos, "never", json!({"spec": {"replicas": {"max": 3}}})).await;
     wait_for(
         &httpsos,
@@ -245,6 +245,39 @@ async fn skip_annotation_deletes_and_never_creates() {
             .expect("get")
             .is_none()
     );
+
+    // The user's own same-named ScaledObject (the documented use of the annotation) is kept.
+    let mut own = ScaledObject::new(
+        "mine",
+        keda_http_api::ScaledObjectSpec {
+            scale_target_ref: keda_http_api::scaled_object::ScaledObjectTargetRef {
+                name: "mine".to_owned(),
+                ..Default::default()
+            },
+            min_replica_count: Some(4),
+            ..Default::default()
+        },
+    );
+    own.metadata.namespace = Some(NS.to_owned());
+    create(&sos, &own).await;
+    let mut skipping = httpso("mine", "mine.example.com");
+    skipping.annotations_mut().insert(
+        SKIP_SCALEDOBJECT_CREATION_ANNOTATION.to_owned(),
+        "true".to_owned(),
+    );
+    create(&httpsos, &skipping).await;
+    wait_for(
+        &httpsos,
+        "mine",
+        "Ready=True skipped",
+        httpso_ready("True", "ScaledObjectCreationSkipped", 1),
+    )
+    .await;
+    let kept = within("get", sos.get("mine"))
+        .await
+        .expect("user's ScaledObject kept");
+    assert_eq!(kept.spec.min_replica_count, Some(4));
+    assert!(kept.owner_references().is_empty());
 
     operator.stop().await.expect("clean stop");
 }
