@@ -15,7 +15,7 @@ use http::{Response, StatusCode, header};
 use http_body_util::BodyExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use keda_http_api::InterceptorRoute;
+use keda_http_api::{HTTPScaledObject, InterceptorRoute};
 use keda_http_e2e::apiserver::LocalApiServer;
 use keda_http_interceptor::queue::Queue;
 use keda_http_interceptor::watches::KubeWatches;
@@ -45,7 +45,18 @@ impl Cluster {
         let client = api.client().await.expect("client");
         let mut config = Config::for_tests();
         configure(&mut config);
-        let watches = KubeWatches::new(client.clone(), "");
+        if !config.watch_namespace.is_empty() {
+            let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+            namespaces
+                .create(
+                    &PostParams::default(),
+                    &serde_json::from_value(json!({"metadata": {"name": config.watch_namespace}}))
+                        .expect("namespace"),
+                )
+                .await
+                .expect("create the watched namespace");
+        }
+        let watches = KubeWatches::new(client.clone(), &config.watch_namespace);
         let interceptor = Interceptor::bind_with(config, watches.endpoints(), watches.bodies())
             .await
             .expect("bind");
@@ -257,6 +268,19 @@ async fn routing_follows_the_api_without_restart() {
         c.wait_gone("app").await;
         let (status, _, _) = get(&c.url("/"), "app.test").await;
         assert_eq!(status, StatusCode::NOT_FOUND);
+
+        // The deprecated HTTPScaledObject routes too (converted as reference §2.3).
+        c.create::<HTTPScaledObject>(json!({
+            "apiVersion": "http.keda.sh/v1alpha1",
+            "kind": "HTTPScaledObject",
+            "metadata": {"name": "legacy"},
+            "spec": {"hosts": ["legacy.test"],
+                     "scaleTargetRef": {"name": "legacy", "service": "svc-a", "port": 8080}}
+        }))
+        .await;
+        c.wait_route("legacy", "svc-a", 1).await;
+        let (status, _, body) = get(&c.url("/"), "legacy.test").await;
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"a"[..]));
         c.stop().await;
     })
     .await;
@@ -660,6 +684,130 @@ async fn endpoint_churn_finishes_in_flight_and_moves_new_requests() {
         release_tx.send(()).await.expect("pod A waiting");
         let (status, _, body) = in_flight.await.expect("joined");
         assert_eq!((status, &body[..]), (StatusCode::OK, &b"a"[..]));
+        c.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interceptor_wide_bound_and_overflow_to_placeholder() {
+    bounded(async {
+        let c = Cluster::start(|config| {
+            test_config(config);
+            config.cold_start_max_pending_requests = 1;
+        })
+        .await;
+        c.service("app").await;
+        c.route("one", "one.test", "app", json!({})).await;
+        c.route(
+            "two",
+            "two.test",
+            "app",
+            json!({"coldStart": {"maxPendingRequests": 5, "overflow": "Placeholder",
+                   "placeholder": {"response": {"body": "busy"}}}}),
+        )
+        .await;
+        c.wait_route("one", "app", 0).await;
+        c.wait_route("two", "app", 0).await;
+
+        let url = c.url("/");
+        let held = tokio::spawn(async move { get(&url, "one.test").await });
+        c.wait_in_flight("default/one", 1).await;
+        // The interceptor holds one request in all: the next ones overflow.
+        let (status, headers, _) = get(&c.url("/"), "one.test").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(headers[header::RETRY_AFTER], "1");
+        let (status, _, body) = get(&c.url("/"), "two.test").await;
+        assert_eq!(
+            (status, &body[..]),
+            (StatusCode::SERVICE_UNAVAILABLE, &b"busy"[..])
+        );
+
+        let (addr, _) = counting_backend("up").await;
+        c.slice("app", "p1", addr, true).await;
+        let (status, _, body) = held.await.expect("joined");
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"up"[..]));
+        c.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_namespace_limits_every_watch() {
+    bounded(async {
+        let c = Cluster::start(|config| {
+            test_config(config);
+            config.watch_namespace = "team".into();
+        })
+        .await;
+        let (addr, _) = counting_backend("team").await;
+        c.service("app").await;
+        c.slice("app", "p1", addr, true).await;
+        c.route("outside", "outside.test", "app", json!({})).await;
+        let in_team = |_kind: &str, mut value: Value| {
+            value["metadata"]["namespace"] = json!("team");
+            value
+        };
+        let services: Api<Service> = Api::namespaced(c.client.clone(), "team");
+        services
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(in_team(
+                    "Service",
+                    json!({"metadata": {"name": "app"},
+                           "spec": {"ports": [{"name": "http", "port": 8080}]}}),
+                ))
+                .expect("service"),
+            )
+            .await
+            .expect("create");
+        let slices: Api<EndpointSlice> = Api::namespaced(c.client.clone(), "team");
+        slices
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(in_team(
+                    "EndpointSlice",
+                    slice_json("app", "p1", addr, true),
+                ))
+                .expect("slice"),
+            )
+            .await
+            .expect("create");
+        let routes: Api<InterceptorRoute> = Api::namespaced(c.client.clone(), "team");
+        routes
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(in_team(
+                    "InterceptorRoute",
+                    route_json("inside", "inside.test", "app", json!({})),
+                ))
+                .expect("route"),
+            )
+            .await
+            .expect("create");
+        c.wait_table(|t| t.routes().iter().any(|r| &*r.key == "team/inside"))
+            .await;
+        let table = c.routes.load_full();
+        let inside = table
+            .routes()
+            .iter()
+            .find(|r| &*r.key == "team/inside")
+            .expect("route");
+        inside
+            .pool
+            .ready()
+            .wait_for(|s| !s.ready.is_empty())
+            .await
+            .expect("pool alive");
+        let table = c.routes.load_full();
+        assert!(
+            table.routes().iter().all(|r| &*r.key != "default/outside"),
+            "objects outside KEDA_HTTP_WATCH_NAMESPACE are not watched"
+        );
+        let (status, _, body) = get(&c.url("/"), "inside.test").await;
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"team"[..]));
+        let (status, _, _) = get(&c.url("/"), "outside.test").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
         c.stop().await;
     })
     .await;
