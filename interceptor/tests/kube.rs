@@ -812,3 +812,30 @@ async fn watch_namespace_limits_every_watch() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_gives_up_frees_its_hold_slot() {
+    bounded(async {
+        let c = Cluster::start(test_config).await;
+        c.service("app").await;
+        c.route("app", "app.test", "app", json!({})).await;
+        c.wait_route("app", "app", 0).await;
+        for version in ["HTTP/1.1", "HTTP/1.0"] {
+            let mut stream = tokio::net::TcpStream::connect(c.addrs.proxy)
+                .await
+                .expect("connect");
+            tokio::io::AsyncWriteExt::write_all(
+                &mut stream,
+                format!("GET / {version}\r\nHost: app.test\r\n\r\n").as_bytes(),
+            )
+            .await
+            .expect("write");
+            c.wait_in_flight("default/app", 1).await;
+            drop(stream);
+            // The held request is dropped with its connection: no longer in flight.
+            c.wait_in_flight("default/app", 0).await;
+        }
+        c.stop().await;
+    })
+    .await;
+}
