@@ -196,7 +196,11 @@ pub struct HTTPScaledObjectStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_service: Option<String>,
     /// Conditions; `Ready` is the one we set.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "crate::conditions::lenient"
+    )]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 }
