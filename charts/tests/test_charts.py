@@ -640,6 +640,21 @@ def test_rbac_is_least_privilege(addon_default):
         assert bound, f"{sa} has no binding"
 
 
+def test_operator_can_check_target_services_and_record_events(addon_default):
+    """The operator reports ServiceNotFound on InterceptorRoutes and records Events on
+    HTTPScaledObjects in their own namespaces, so its ClusterRole must allow both."""
+    rules = find(addon_default, "ClusterRole", "http-add-on-role")["rules"]
+
+    def allows(group, resource, verb):
+        return any(group in r.get("apiGroups", []) and resource in r.get("resources", [])
+                   and verb in r.get("verbs", []) for r in rules)
+
+    for verb in ("get", "list", "watch"):
+        assert allows("", "services", verb), verb
+    assert not allows("", "services", "update")
+    assert allows("", "events", "create") and allows("events.k8s.io", "events", "create")
+
+
 def test_watch_namespace_scopes_interceptor_and_operator_rbac(addon_all):
     for name in ("http-add-on-interceptor", "http-add-on-rolebinding"):
         rb = find(addon_all, "RoleBinding", name)
