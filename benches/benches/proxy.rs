@@ -263,6 +263,7 @@ fn start_ours(
         .env("KEDA_HTTP_SHUTDOWN_DELAY", "0s")
         .env("KEDA_HTTP_DRAIN_TIMEOUT", "1s")
         .env("OTEL_PROM_EXPORTER_ENABLED", "false")
+        .env("KEDA_HTTP_COLD_START_MAX_PENDING_REQUESTS", "0")
         .env("TOKIO_WORKER_THREADS", "1")
         .env("RUST_LOG", "warn");
     let mut proc = Proc::spawn(
@@ -1039,7 +1040,6 @@ fn memory(
         Duration::from_secs(20),
     )?;
     let idle_kib = settled_rss(idle.proc.pid());
-    drop(idle);
     goals.idle_rss_kib = idle_kib;
     table.row(vec![
         "keda-http idle (2 routes, after 1 request)".into(),
@@ -1077,29 +1077,43 @@ fn memory(
         data.insert("routes".into(), json!({"count": settings.routes, "kib": kib, "bytes_per_route": per_route, "ready_seconds": ready_s}));
     }
 
-    // Held requests.
+    // Held requests, on the idle instance.
     match holds {
-        Ok(()) => match held_memory(settings, ours) {
-            Ok((kib_before, kib_after)) => {
-                let per =
-                    (kib_after.saturating_sub(kib_before) * 1024) as f64 / settings.held as f64;
-                goals.held_bytes = Some(per);
-                table.row(vec![
-                    format!("keda-http holding {} requests", settings.held),
-                    report::mib(Some(kib_after)),
+        Ok(()) => {
+            match held_memory(settings, &idle) {
+                Ok(rss) => {
+                    let n = settings.held as f64;
+                    let per_conn = (rss.connections.saturating_sub(rss.before) * 1024) as f64 / n;
+                    let per_held = (rss.held.saturating_sub(rss.before) * 1024) as f64 / n;
+                    goals.held_bytes = Some(per_held);
+                    table.row(vec![
+                        format!("keda-http with {} idle client connections", settings.held),
+                        report::mib(Some(rss.connections)),
+                        format!("{per_conn:.0} bytes per connection"),
+                    ]);
+                    table.row(vec![
+                    format!("keda-http holding {} requests (one per connection)", settings.held),
+                    report::mib(Some(rss.held)),
                     format!(
-                        "{per:.0} bytes per held request (goal ≤ 2 KiB: {})",
-                        report::verdict(Some(per), GOAL_HELD_BYTES, true)
+                        "{per_held:.0} bytes per held request incl. its connection, {:.0} for the \
+                         request alone (goal ≤ 2 KiB: {})",
+                        per_held - per_conn,
+                        report::verdict(Some(per_held), GOAL_HELD_BYTES, true)
                     ),
                 ]);
-                data.insert("held".into(), json!({"count": settings.held, "kib_before": kib_before, "kib_after": kib_after, "bytes_per_request": per}));
+                    data.insert(
+                    "held".into(),
+                    json!({"count": settings.held, "rss_kib": rss, "bytes_per_connection": per_conn, "bytes_per_held_request": per_held}),
+                );
+                }
+                Err(e) => notes.push(format!("held requests: failed: {e:#}")),
             }
-            Err(e) => notes.push(format!("held requests: failed: {e:#}")),
-        },
+        }
         Err(why) => notes.push(format!(
             "held requests: skipped: needs cold start (issue 6): {why}"
         )),
     }
+    drop(idle);
 
     // Soak: the main interceptor under wrk load, RSS sampled.
     if !settings.soak.is_zero() && which("wrk").is_some() {
@@ -1181,7 +1195,18 @@ fn memory(
 
 /// Opens `settings.held` connections, each sending one request for the cold route, and
 /// measures the interceptor's RSS before and after they are all held.
-fn held_memory(settings: &Settings, ours: &Ours) -> anyhow::Result<(u64, u64)> {
+/// RSS of an interceptor: before, with `n` idle connections open, and with a request for the
+/// cold route held on each of them (KiB).
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+struct HeldRss {
+    before: u64,
+    connections: u64,
+    held: u64,
+}
+
+/// Opens `settings.held` connections, then sends one request for the cold route on each, and
+/// measures the interceptor's RSS at each step.
+fn held_memory(settings: &Settings, ours: &Ours) -> anyhow::Result<HeldRss> {
     use tokio::io::AsyncWriteExt as _;
     let pid = ours.proc.pid();
     let before = settled_rss(pid).context("RSS")?;
@@ -1189,21 +1214,58 @@ fn held_memory(settings: &Settings, ours: &Ours) -> anyhow::Result<(u64, u64)> {
         .enable_all()
         .build()?;
     let proxy = ours.proxy;
+    let admin = ours.admin;
     let n = settings.held;
-    let after = rt.block_on(async move {
+    rt.block_on(async move {
         let mut conns = Vec::with_capacity(n);
         for _ in 0..n {
-            let mut s = tokio::net::TcpStream::connect(proxy).await?;
+            conns.push(tokio::net::TcpStream::connect(proxy).await?);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let connections = procfs::rss_kib(pid).context("RSS")?;
+        for s in &mut conns {
             s.write_all(format!("GET / HTTP/1.1\r\nHost: {COLD_HOST}\r\n\r\n").as_bytes())
                 .await?;
-            conns.push(s);
         }
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let kib = procfs::rss_kib(pid).context("RSS")?;
+        // Every request counted (held requests are counted while they wait).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let held = queue_concurrency(admin, &format!("{}/{COLD_ROUTE}", routes::NAMESPACE));
+            if held.is_some_and(|h| h >= n as i64) {
+                break;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "only {held:?} of {n} requests held after 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let held = procfs::rss_kib(pid).context("RSS")?;
         drop(conns);
-        anyhow::Ok(kib)
-    })?;
-    Ok((before, after))
+        anyhow::Ok(HeldRss {
+            before,
+            connections,
+            held,
+        })
+    })
+}
+
+/// The in-flight count of route `key` from the interceptor's `/queue` (blocking, short).
+fn queue_concurrency(admin: SocketAddr, key: &str) -> Option<i64> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect_timeout(&admin, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        s,
+        "GET /queue HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let body = text.split_once("\r\n\r\n")?.1;
+    let v: serde_json::Value = serde_json::from_str(body.trim()).ok()?;
+    v[key]["Concurrency"].as_i64()
 }
 
 /// The goals of the issue and what this run measured against them.

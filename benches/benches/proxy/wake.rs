@@ -82,7 +82,10 @@ pub(crate) fn run(config: &WakeConfig) -> anyhow::Result<WakeResult> {
                 .enable_all()
                 .build()?;
             rt.block_on(async move {
-                let interceptor = Interceptor::bind(Config::for_tests(), endpoints).await?;
+                let mut config = Config::for_tests();
+                // Hold every request of the largest level (0 = no per-interceptor bound).
+                config.cold_start_max_pending_requests = 0;
+                let interceptor = Interceptor::bind(config, endpoints).await?;
                 let route: keda_http_api::InterceptorRoute =
                     serde_json::from_value(routes::route(
                         WAKE_ROUTE,
