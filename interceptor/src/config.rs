@@ -207,8 +207,8 @@ pub struct Config {
     #[arg(long, env = "KEDA_HTTP_SHUTDOWN_DELAY", default_value = "5s", value_parser = duration)]
     pub shutdown_delay: Duration,
 
-    /// Forward to a ready pod address (default, as in v0.16); false is accepted but we still
-    /// forward to the ready endpoints (see the README, "Interceptor: cold start").
+    /// Forward to a ready pod address (default, as in v0.16); false forwards to the Service
+    /// address `<svc>.<ns>:<port>` once the target has a ready endpoint.
     #[arg(long, env = "KEDA_HTTP_DIRECT_POD_ROUTING", default_value = "true", value_parser = go_bool, action = ArgAction::Set)]
     pub direct_pod_routing: bool,
 

@@ -179,6 +179,7 @@ impl Interceptor {
                 max_idle_per_host: config.max_idle_conns_per_host,
                 log_requests: config.log_requests,
                 cold_start_header: config.enable_cold_start_header,
+                direct_pod_routing: config.direct_pod_routing,
             },
         ));
         Ok(Self {

@@ -839,3 +839,26 @@ async fn a_client_that_gives_up_frees_its_hold_slot() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_direct_pod_routing_the_service_address_is_used() {
+    bounded(async {
+        let c = Cluster::start(|config| {
+            test_config(config);
+            config.direct_pod_routing = false;
+        })
+        .await;
+        let (addr, hits) = counting_backend("pod").await;
+        c.service("app").await;
+        c.slice("app", "p1", addr, true).await;
+        c.route("app", "app.test", "app", json!({})).await;
+        c.wait_route("app", "app", 1).await;
+        // `app.default:8080` is a cluster DNS name; here it does not resolve, so the request
+        // fails at the connect (502) instead of reaching the pod directly.
+        let (status, _, _) = get(&c.url("/"), "app.test").await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY);
+        assert_eq!(hits.load(Ordering::SeqCst), 0);
+        c.stop().await;
+    })
+    .await;
+}

@@ -275,6 +275,75 @@ impl Upstream {
         }
     }
 
+    /// Sends `request` to a Service address `authority` (`<svc>.<ns>:<port>`) instead of a
+    /// picked endpoint: the `KEDA_HTTP_DIRECT_POD_ROUTING=false` mode, where the cluster's DNS
+    /// and kube-proxy choose the pod. No connect retries (kube-proxy balances).
+    pub async fn send_to_service(
+        &self,
+        authority: &str,
+        protocol: AppProtocol,
+        request: Request<Incoming>,
+        host: &HeaderValue,
+        response_header_timeout: Duration,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        let (mut parts, body) = request.into_parts();
+        let path = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        parts.extensions = http::Extensions::new();
+        let sent = match protocol {
+            AppProtocol::Http1 => {
+                let Some(uri) = authority_uri(authority, &path) else {
+                    return Err(ProxyError::Upstream(
+                        format!("invalid Service address {authority}").into(),
+                    ));
+                };
+                let mut req = Request::new(UpstreamBody::once(body));
+                *req.method_mut() = parts.method;
+                *req.uri_mut() = uri;
+                *req.version_mut() = Version::HTTP_11;
+                *req.headers_mut() = parts.headers;
+                if !req.headers().contains_key(header::HOST) {
+                    req.headers_mut().insert(header::HOST, host.clone());
+                }
+                with_timeout(response_header_timeout, self.send_http1(req)).await
+            }
+            AppProtocol::H2c => {
+                let addr = match tokio::net::lookup_host(authority).await {
+                    Ok(mut addrs) => addrs.next(),
+                    Err(error) => {
+                        return Err(ProxyError::Connect(Box::new(error)));
+                    }
+                };
+                let Some(addr) = addr else {
+                    return Err(ProxyError::Connect(
+                        format!("{authority} resolved to no address").into(),
+                    ));
+                };
+                match self.h2_sender(addr).await {
+                    Err(error) => Err(error),
+                    Ok(sender) => {
+                        let mut req = Request::new(UpstreamBody::once(body));
+                        *req.method_mut() = parts.method;
+                        *req.uri_mut() = authority_uri(host.to_str().unwrap_or(""), &path)
+                            .unwrap_or_else(|| endpoint_uri(addr, &path));
+                        *req.version_mut() = Version::HTTP_2;
+                        *req.headers_mut() = parts.headers;
+                        req.headers_mut().remove(header::HOST);
+                        with_timeout(response_header_timeout, self.send_h2(addr, sender, req)).await
+                    }
+                }
+            }
+        };
+        match sent {
+            Ok(response) => Ok(response),
+            Err(AttemptError::Upstream(e)) => Err(upstream_error(e)),
+            Err(AttemptError::Connect { timeout, error }) => Err(connect_error(timeout, error)),
+        }
+    }
+
     async fn send_http1(
         &self,
         req: Request<UpstreamBody>,

@@ -67,6 +67,9 @@ pub struct ProxySettings {
     /// Set `X-KEDA-HTTP-Cold-Start` on forwarded responses
     /// (`KEDA_HTTP_ENABLE_COLD_START_HEADER`).
     pub cold_start_header: bool,
+    /// Forward to a ready endpoint's address (`KEDA_HTTP_DIRECT_POD_ROUTING`, default); when
+    /// false, to the Service address `<svc>.<ns>:<port>` once the target is ready.
+    pub direct_pod_routing: bool,
 }
 
 /// Response header telling whether the request waited for a cold start.
@@ -312,9 +315,24 @@ impl Proxy {
         forward::strip_hop_by_hop(req.headers_mut(), upgrade);
         forward::set_forwarded(req.headers_mut(), peer.addr, &host_value, peer.tls);
 
-        let send = self
-            .upstream
-            .send(pool, req, &host_value, response_header_timeout);
+        let send = async {
+            if self.settings.direct_pod_routing {
+                self.upstream
+                    .send(pool, req, &host_value, response_header_timeout)
+                    .await
+            } else {
+                let authority = service_authority(pool)?;
+                self.upstream
+                    .send_to_service(
+                        &authority,
+                        pool.app_protocol(),
+                        req,
+                        &host_value,
+                        response_header_timeout,
+                    )
+                    .await
+            }
+        };
         let mut response = match deadline {
             None => send.await?,
             Some(deadline) => tokio::time::timeout_at(deadline, send)
@@ -414,6 +432,20 @@ enum Outcome {
         client: hyper::upgrade::OnUpgrade,
         upstream: hyper::upgrade::OnUpgrade,
     },
+}
+
+/// `<service>.<namespace>:<port>` of a pool's target: the Service port the target resolved
+/// to, else the target's own port number.
+fn service_authority(pool: &crate::endpoints::Pool) -> Result<String, ProxyError> {
+    let target = pool.target();
+    let port = match (pool.current().service_port, &target.port) {
+        (PortLookup::Port(port), _) => i32::from(port),
+        (_, crate::endpoints::TargetPort::Number(port)) => *port,
+        (_, crate::endpoints::TargetPort::Name(_)) => {
+            return Err(ProxyError::UnknownPort(target.to_string()));
+        }
+    };
+    Ok(format!("{}.{}:{port}", target.service, target.namespace))
 }
 
 /// The request's host: `Host` for HTTP/1 (required for 1.1, at most one), else the URI
