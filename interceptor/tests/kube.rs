@@ -42,6 +42,16 @@ struct Cluster {
 impl Cluster {
     async fn start(configure: impl FnOnce(&mut Config)) -> Self {
         let api = LocalApiServer::start().await.expect("API server");
+        let cluster = Self::launch(api, configure).await;
+        // Ready only after the first full sync of every watch.
+        cluster.wait_table(|_| true).await;
+        let (status, _, _) = get(&format!("http://{}/readyz", cluster.addrs.admin), "a").await;
+        assert_eq!(status, StatusCode::OK);
+        cluster
+    }
+
+    /// Starts the interceptor on `api` without waiting for it to be ready.
+    async fn launch(api: LocalApiServer, configure: impl FnOnce(&mut Config)) -> Self {
         let client = api.client().await.expect("client");
         let mut config = Config::for_tests();
         configure(&mut config);
@@ -69,7 +79,7 @@ impl Cluster {
         let task = tokio::spawn(interceptor.run(async move {
             let _ = stopped.await;
         }));
-        let cluster = Self {
+        Self {
             api,
             client,
             addrs,
@@ -78,12 +88,13 @@ impl Cluster {
             stop: Some(stop),
             task: Some(task),
             watches: stop_watches,
-        };
-        // Ready only after the first full sync of every watch.
-        cluster.wait_table(|_| true).await;
-        let (status, _, _) = get(&format!("http://{}/readyz", cluster.addrs.admin), "a").await;
-        assert_eq!(status, StatusCode::OK);
-        cluster
+        }
+    }
+
+    async fn readyz(&self) -> StatusCode {
+        get(&format!("http://{}/readyz", self.addrs.admin), "admin")
+            .await
+            .0
     }
 
     async fn stop(mut self) {
@@ -858,6 +869,42 @@ async fn without_direct_pod_routing_the_service_address_is_used() {
         let (status, _, _) = get(&c.url("/"), "app.test").await;
         assert_eq!(status, StatusCode::BAD_GATEWAY);
         assert_eq!(hits.load(Ordering::SeqCst), 0);
+        c.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_ready_until_the_first_full_sync_then_ready_through_outages() {
+    bounded(async {
+        let api = LocalApiServer::start().await.expect("API server");
+        // Every list fails until the faults run out: the first sync cannot complete.
+        api.faults().fail_next(u64::MAX);
+        let c = Cluster::launch(api, test_config).await;
+        c.api
+            .faults()
+            .failures()
+            .wait_for(|n| *n < u64::MAX - 5)
+            .await
+            .expect("faults");
+        assert_eq!(c.readyz().await, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(!c.routes.is_installed());
+        c.api.faults().fail_next(0);
+        c.wait_table(|_| true).await;
+        assert_eq!(c.readyz().await, StatusCode::OK);
+
+        // A later outage does not take readiness away.
+        c.api.faults().fail_next(u64::MAX);
+        c.api.faults().close_watches();
+        let failing = c.api.faults().pending_failures();
+        c.api
+            .faults()
+            .failures()
+            .wait_for(|n| *n < failing)
+            .await
+            .expect("faults");
+        assert_eq!(c.readyz().await, StatusCode::OK);
+        c.api.faults().fail_next(0);
         c.stop().await;
     })
     .await;

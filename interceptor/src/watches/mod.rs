@@ -126,7 +126,7 @@ impl KubeWatches {
             ir_writer,
             stop.clone(),
             move |change| {
-                if !matches!(change, Change::Init) {
+                if matches!(change, Change::Object(_) | Change::Synced) {
                     mark.send_modify(|n| *n += 1);
                 }
             },
@@ -135,14 +135,22 @@ impl KubeWatches {
         let so_api: Api<HTTPScaledObject> = Self::api_of(&self.client, self.namespace.as_deref());
         let (so_store, so_writer) = self.httpsos;
         let mark = Arc::clone(&dirty_tx);
+        // HTTPScaledObject is deprecated: a cluster without its CRD must not keep us unready.
+        let (so_missing_tx, mut so_missing) = watch::channel(false);
         spawn_watch(
             "httpscaledobjects",
             so_api,
             watcher::Config::default(),
             so_writer,
             stop.clone(),
-            move |change| {
-                if !matches!(change, Change::Init) {
+            move |change| match change {
+                Change::Init => {}
+                Change::Failed(error) => {
+                    if is_not_found(error) {
+                        so_missing_tx.send_replace(true);
+                    }
+                }
+                Change::Object(_) | Change::Synced => {
                     mark.send_modify(|n| *n += 1);
                 }
             },
@@ -167,7 +175,7 @@ impl KubeWatches {
                         }
                     }
                     Change::Synced => endpoints.refresh_all(),
-                    Change::Init => {}
+                    Change::Init | Change::Failed(_) => {}
                 },
             );
         }
@@ -190,7 +198,7 @@ impl KubeWatches {
                         }
                     }
                     Change::Synced => endpoints.refresh_all(),
-                    Change::Init => {}
+                    Change::Init | Change::Failed(_) => {}
                 },
             );
         }
@@ -215,8 +223,19 @@ impl KubeWatches {
                 self.bodies.0.clone(),
             );
             async move {
+                let httpsos_ready = async {
+                    tokio::select! {
+                        ready = b.wait_until_ready() => ready.is_ok(),
+                        missing = so_missing.wait_for(|m| *m) => {
+                            if missing.is_ok() {
+                                tracing::warn!("HTTPScaledObjects cannot be listed (CRD not installed?); routing InterceptorRoutes only until they can");
+                            }
+                            missing.is_ok()
+                        }
+                    }
+                };
                 a.wait_until_ready().await.is_ok()
-                    && b.wait_until_ready().await.is_ok()
+                    && httpsos_ready.await
                     && c.wait_until_ready().await.is_ok()
                     && d.wait_until_ready().await.is_ok()
                     && e.wait_until_ready().await.is_ok()
@@ -260,6 +279,8 @@ enum Change<'a, K> {
     Object(&'a K),
     /// A (re)list completed and the store was replaced.
     Synced,
+    /// The watch failed (it is retried with backoff).
+    Failed(&'a watcher::Error),
 }
 
 fn spawn_watch<K, F>(
@@ -305,10 +326,22 @@ fn spawn_watch<K, F>(
                 }
                 Some(Err(error)) => {
                     tracing::warn!(kind, %error, "watch failed; serving the last state, retrying with backoff");
+                    on_change(Change::Failed(&error));
                 }
             }
         }
     });
+}
+
+/// Whether a watch error is the API's 404 (the resource type does not exist).
+fn is_not_found(error: &watcher::Error) -> bool {
+    match error {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => s.code == 404,
+        watcher::Error::WatchError(s) => s.code == 404,
+        _ => false,
+    }
 }
 
 async fn route_table_task(
@@ -392,5 +425,23 @@ impl BodySource for KubeBodies {
             Some(bytes) => BodyLookup::Found(Bytes::from(bytes.0.clone())),
             None => BodyLookup::NoKey,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_resource_type_is_recognised() {
+        let status = |code| Box::new(kube::core::Status::failure("no", "NotFound").with_code(code));
+        assert!(is_not_found(&watcher::Error::InitialListFailed(
+            kube::Error::Api(status(404))
+        )));
+        assert!(is_not_found(&watcher::Error::WatchError(status(404))));
+        assert!(!is_not_found(&watcher::Error::InitialListFailed(
+            kube::Error::Api(status(500))
+        )));
+        assert!(!is_not_found(&watcher::Error::NoResourceVersion));
     }
 }
