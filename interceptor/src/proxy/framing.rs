@@ -10,8 +10,8 @@
 //! two framing fields, bodies are skipped by their length or chunk sizes. It stops scanning
 //! for good at an HTTP/2 preface, an `Upgrade` request, `CONNECT`, or anything it does not
 //! understand (hyper rejects malformed input itself). Each complete request head gets an
-//! index; [`ConnFraming::is_ambiguous`] tells the service whether request number `i` on the
-//! connection was ambiguous.
+//! index; [`ConnFraming::next_request_is_ambiguous`], called once per request in order, tells
+//! the service whether the request it is handling was ambiguous.
 
 use std::io;
 use std::pin::Pin;
