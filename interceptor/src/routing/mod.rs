@@ -418,6 +418,8 @@ impl RouteTable {
                         "target": r.target.to_string(),
                         "appProtocol": set.app_protocol,
                         "readyEndpoints": set.ready.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                        "coldStartHeld": r.counters.held().load(std::sync::atomic::Ordering::Relaxed),
+                        "fallback": r.fallback.as_ref().map(|p| p.target().to_string()),
                         "rules": &r.source.spec.rules,
                         "timeouts": &r.source.spec.timeouts,
                     })
