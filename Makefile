@@ -23,7 +23,7 @@ fmt-check:
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-cargo-test:
+cargo-test: tools
 	$(CARGO) test --workspace
 
 doc:

@@ -20,7 +20,7 @@
 //! - [`demo`]: the walk-through behind the `demo` binary (hello app 0 → N → 0 with a live
 //!   timeline).
 //!
-//! Not here yet: the scenarios.
+//! The scenarios are the integration tests `tests/scenario_*.rs` (see `e2e/README.md`).
 
 pub mod apiserver;
 pub mod demo;

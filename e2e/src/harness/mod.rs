@@ -15,7 +15,10 @@
 //!    mapped to the scaler's loopback port in its [`AddressTable`];
 //! 5. the product binaries that are enabled ([`Components`]): scaler, interceptor, operator,
 //!    configured by kubeconfig and the environment variables the chart sets, each awaited
-//!    until its port accepts connections.
+//!    until its port accepts connections. With [`HarnessConfig::interceptors`] above one,
+//!    several interceptor processes run behind a TCP forwarder on the proxy port (the proxy
+//!    Service), each with its own admin EndpointSlice; [`Harness::stop_interceptor`] and
+//!    [`Harness::start_interceptor`] restart one of them as Kubernetes restarts a pod.
 //!
 //! # Where the binaries come from
 //!
@@ -34,6 +37,7 @@
 //! EndpointSlices, so the workloads must listen on routable addresses there (see TOOLS.md on
 //! network namespaces); the simulator still publishes 127.0.0.1.
 
+pub mod forwarder;
 pub mod manifests;
 pub mod process;
 
@@ -200,6 +204,11 @@ pub struct HarnessConfig {
     pub startup_timeout: Duration,
     /// `SIGTERM` → `SIGKILL` when stopping.
     pub grace: Duration,
+    /// How many interceptor processes to run (default 1). With more than one, each listens
+    /// on its own ports, [`Harness::proxy_addr`] is a TCP forwarder in front of them (as the
+    /// proxy Service's kube-proxy would be) and the admin Service has one EndpointSlice per
+    /// process, so the scaler sums their queues.
+    pub interceptors: usize,
 }
 
 impl HarnessConfig {
@@ -216,6 +225,7 @@ impl HarnessConfig {
             inherit_output: false,
             startup_timeout: Duration::from_secs(30),
             grace: Duration::from_secs(10),
+            interceptors: 1,
         })
     }
 }
@@ -290,9 +300,29 @@ impl Ports {
     }
 }
 
+/// The loopback ports of one interceptor process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InterceptorPorts {
+    /// Proxy.
+    pub proxy: u16,
+    /// Admin (`/queue`, `/routes`).
+    pub admin: u16,
+    /// Metrics.
+    pub metrics: u16,
+}
+
+/// How to (re)start one interceptor process.
+struct InterceptorSlot {
+    ports: InterceptorPorts,
+    env: Vec<(String, String)>,
+    process: Option<ManagedProcess>,
+}
+
 /// The running system.
 pub struct Harness {
     // Field order is drop order: processes first, the API server last.
+    interceptors: Vec<InterceptorSlot>,
+    forwarder: Option<forwarder::Forwarder>,
     processes: Vec<ManagedProcess>,
     keda: Option<KedaStandIn>,
     simulator: Option<Simulator>,
@@ -302,6 +332,9 @@ pub struct Harness {
     commands: CommandTable,
     ports: Ports,
     grace: Duration,
+    bin_dir: PathBuf,
+    inherit_output: bool,
+    startup_timeout: Duration,
     api: Option<LocalApiServer>,
 }
 
@@ -322,7 +355,24 @@ impl Harness {
             }
         };
         let ports = Ports::allocate()?;
-        install_addon_services(&client, &ports).await?;
+        let interceptor_ports = if config.interceptors <= 1 {
+            vec![InterceptorPorts {
+                proxy: ports.proxy,
+                admin: ports.admin,
+                metrics: ports.interceptor_metrics,
+            }]
+        } else {
+            (0..config.interceptors)
+                .map(|_| {
+                    Ok(InterceptorPorts {
+                        proxy: free_port()?,
+                        admin: free_port()?,
+                        metrics: free_port()?,
+                    })
+                })
+                .collect::<Result<Vec<_>, Error>>()?
+        };
+        install_addon_services(&client, &ports, &interceptor_ports).await?;
 
         let addresses = AddressTable::new();
         addresses.insert(
@@ -337,6 +387,15 @@ impl Harness {
             commands.for_image("hello", CommandSpec::new(hello));
         }
         let mut harness = Self {
+            interceptors: interceptor_ports
+                .into_iter()
+                .map(|ports| InterceptorSlot {
+                    ports,
+                    env: Vec::new(),
+                    process: None,
+                })
+                .collect(),
+            forwarder: None,
             processes: Vec::new(),
             keda: None,
             simulator: Some(Simulator::start(
@@ -350,6 +409,9 @@ impl Harness {
             commands,
             ports,
             grace: config.grace,
+            bin_dir: config.bin_dir.clone(),
+            inherit_output: config.inherit_output,
+            startup_timeout: config.startup_timeout,
             api,
         };
         harness.keda = Some(KedaStandIn::start(
@@ -391,16 +453,22 @@ impl Harness {
                 .await?;
         }
         if config.components.interceptor {
-            let env = common(vec![
-                kv("KEDA_HTTP_PROXY_PORT", p.proxy.to_string()),
-                kv("KEDA_HTTP_ADMIN_PORT", p.admin.to_string()),
-                kv("KEDA_HTTP_BIND_ADDRESS", "127.0.0.1".into()),
-                kv("OTEL_PROM_EXPORTER_PORT", p.interceptor_metrics.to_string()),
-                kv("KEDA_HTTP_SHUTDOWN_DELAY", "0s".into()),
-                kv("KEDA_HTTP_DRAIN_TIMEOUT", "5s".into()),
-            ]);
-            self.spawn(config, "keda-http-interceptor", &[], &env, p.proxy)
-                .await?;
+            for i in 0..self.interceptors.len() {
+                let ip = self.interceptors[i].ports;
+                self.interceptors[i].env = common(vec![
+                    kv("KEDA_HTTP_PROXY_PORT", ip.proxy.to_string()),
+                    kv("KEDA_HTTP_ADMIN_PORT", ip.admin.to_string()),
+                    kv("KEDA_HTTP_BIND_ADDRESS", "127.0.0.1".into()),
+                    kv("OTEL_PROM_EXPORTER_PORT", ip.metrics.to_string()),
+                    kv("KEDA_HTTP_SHUTDOWN_DELAY", "0s".into()),
+                    kv("KEDA_HTTP_DRAIN_TIMEOUT", "5s".into()),
+                ]);
+                self.start_interceptor(i).await?;
+            }
+            if self.interceptors.len() > 1 {
+                let backends = self.interceptors.iter().map(|s| s.ports.proxy).collect();
+                self.forwarder = Some(forwarder::Forwarder::start(p.proxy, backends).await?);
+            }
         }
         if config.components.operator {
             let env = common(vec![
@@ -447,6 +515,66 @@ impl Harness {
         let waited = wait_listening(&mut process, port, config.startup_timeout).await;
         // Keep it even on failure, so it is stopped with the rest.
         self.processes.push(process);
+        waited
+    }
+
+    /// The ports of every interceptor process (one unless [`HarnessConfig::interceptors`]
+    /// asked for more).
+    pub fn interceptor_ports(&self) -> Vec<InterceptorPorts> {
+        self.interceptors.iter().map(|s| s.ports).collect()
+    }
+
+    /// The pid of interceptor `index`, while it runs.
+    pub fn interceptor_pid(&self, index: usize) -> Option<u32> {
+        self.interceptors
+            .get(index)
+            .and_then(|s| s.process.as_ref())
+            .and_then(ManagedProcess::id)
+    }
+
+    /// Stops interceptor `index` as Kubernetes stops a pod: out of the proxy forwarder's
+    /// rotation (a terminating endpoint), `SIGTERM`, then `SIGKILL` after the harness's grace
+    /// period. Returns the exit status text (`None` if it was not
+    /// running).
+    pub async fn stop_interceptor(&mut self, index: usize) -> Option<String> {
+        if let Some(forwarder) = &self.forwarder {
+            forwarder.set_ready(index, false);
+        }
+        let process = self.interceptors.get_mut(index)?.process.take()?;
+        Some(process.stop(self.grace).await)
+    }
+
+    /// (Re)starts interceptor `index` on its ports and waits until its proxy port listens.
+    pub async fn start_interceptor(&mut self, index: usize) -> Result<(), Error> {
+        let Some(slot) = self.interceptors.get(index) else {
+            return Err(Error::Config(format!("no interceptor {index}")));
+        };
+        if slot.process.is_some() {
+            return Ok(());
+        }
+        let program = self.bin_dir.join("keda-http-interceptor");
+        if !program.exists() {
+            return Err(Error::Config(format!(
+                "{} not found; build it (cargo build -p keda-http-interceptor) or set {ENV_BIN_DIR}",
+                program.display()
+            )));
+        }
+        let port = slot.ports.proxy;
+        let mut process = ManagedProcess::spawn(
+            "keda-http-interceptor",
+            &program,
+            &[],
+            &slot.env,
+            self.inherit_output,
+        )?;
+        let waited = wait_listening(&mut process, port, self.startup_timeout).await;
+        // Keep it even on failure, so it is stopped with the rest.
+        self.interceptors[index].process = Some(process);
+        if waited.is_ok()
+            && let Some(forwarder) = &self.forwarder
+        {
+            forwarder.set_ready(index, true);
+        }
         waited
     }
 
@@ -497,6 +625,13 @@ impl Harness {
     /// Stops the product binaries (`SIGTERM`, grace period), then the KEDA stand-in and the
     /// simulator (its pods gracefully), then the API server.
     pub async fn stop(mut self) {
+        for slot in &mut self.interceptors {
+            if let Some(process) = slot.process.take() {
+                let status = process.stop(self.grace).await;
+                tracing::debug!(process = "keda-http-interceptor", %status, "stopped");
+            }
+        }
+        self.forwarder = None;
         while let Some(process) = self.processes.pop() {
             let name = process.name().to_owned();
             let status = process.stop(self.grace).await;
@@ -540,7 +675,11 @@ async fn install_crds(client: &Client) -> Result<(), Error> {
 
 /// The add-on's Services (no selectors: the processes are not simulated pods) and
 /// EndpointSlices pointing at the processes' loopback ports.
-async fn install_addon_services(client: &Client, ports: &Ports) -> Result<(), Error> {
+async fn install_addon_services(
+    client: &Client,
+    ports: &Ports,
+    interceptors: &[InterceptorPorts],
+) -> Result<(), Error> {
     let namespace = json!({ "apiVersion": "v1", "kind": "Namespace",
         "metadata": { "name": NAMESPACE } });
     manifests::apply_value(client, namespace, NAMESPACE).await?;
@@ -556,24 +695,38 @@ async fn install_addon_services(client: &Client, ports: &Ports) -> Result<(), Er
             "spec": { "ports": [{ "name": port_name, "port": service_port, "protocol": "TCP" }] }
         });
         manifests::apply_value(client, service, NAMESPACE).await?;
-        let slice = json!({
-            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-            "metadata": {
-                "name": format!("{name}-local"),
-                "namespace": NAMESPACE,
-                "labels": {
-                    crate::simulator::slices::SERVICE_NAME_LABEL: name,
-                    "endpointslice.kubernetes.io/managed-by": "e2e.keda-http/harness",
+        // One slice per interceptor process behind the admin Service (a slice has one port
+        // list; each process has its own port), one slice for the others.
+        let local_ports: Vec<u16> = if name == INTERCEPTOR_ADMIN_SERVICE {
+            interceptors.iter().map(|i| i.admin).collect()
+        } else {
+            vec![local_port]
+        };
+        for (index, local_port) in local_ports.into_iter().enumerate() {
+            let slice_name = if index == 0 {
+                format!("{name}-local")
+            } else {
+                format!("{name}-local-{index}")
+            };
+            let slice = json!({
+                "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                "metadata": {
+                    "name": slice_name,
+                    "namespace": NAMESPACE,
+                    "labels": {
+                        crate::simulator::slices::SERVICE_NAME_LABEL: name,
+                        "endpointslice.kubernetes.io/managed-by": "e2e.keda-http/harness",
+                    },
                 },
-            },
-            "addressType": "IPv4",
-            "endpoints": [{
-                "addresses": ["127.0.0.1"],
-                "conditions": { "ready": true, "serving": true, "terminating": false },
-            }],
-            "ports": [{ "name": port_name, "port": local_port, "protocol": "TCP" }],
-        });
-        manifests::apply_value(client, slice, NAMESPACE).await?;
+                "addressType": "IPv4",
+                "endpoints": [{
+                    "addresses": ["127.0.0.1"],
+                    "conditions": { "ready": true, "serving": true, "terminating": false },
+                }],
+                "ports": [{ "name": port_name, "port": local_port, "protocol": "TCP" }],
+            });
+            manifests::apply_value(client, slice, NAMESPACE).await?;
+        }
     }
     Ok(())
 }
