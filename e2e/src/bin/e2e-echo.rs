@@ -8,7 +8,8 @@
 //!   length-prefixed message is sent back as soon as its bytes arrive (so unary calls and
 //!   bidirectional streams both work), then the trailers `grpc-status: 0`. Over HTTP/1.1 it
 //!   answers `grpc-status: 12` (UNIMPLEMENTED), so a caller can tell that h2c was not used;
-//! - anything else: `200 echo <PORT>`.
+//! - anything else: `200 echo <ECHO_NAME>` (`$PORT` when `ECHO_NAME` is unset), so a caller
+//!   can tell the backends apart.
 //!
 //! Every response carries `x-echo-version` (the HTTP version the request arrived with).
 //! Exits 0 on `SIGTERM` or `SIGINT`.
@@ -36,6 +37,11 @@ async fn main() -> anyhow::Result<()> {
     let port: u16 = std::env::var("PORT")
         .map_err(|_| anyhow::anyhow!("PORT is not set"))?
         .parse()?;
+    let name: &'static str = Box::leak(
+        std::env::var("ECHO_NAME")
+            .unwrap_or_else(|_| port.to_string())
+            .into_boxed_str(),
+    );
     let listener = TcpListener::bind(("127.0.0.1", port)).await?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -44,7 +50,7 @@ async fn main() -> anyhow::Result<()> {
             accepted = listener.accept() => {
                 let (stream, _) = accepted?;
                 tokio::spawn(async move {
-                    let service = service_fn(move |req| handle(req, port));
+                    let service = service_fn(move |req| handle(req, name));
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection_with_upgrades(TokioIo::new(stream), service)
                         .await;
@@ -66,7 +72,7 @@ fn full(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     response
 }
 
-async fn handle(req: Request<Incoming>, port: u16) -> Result<Response<Body>, Infallible> {
+async fn handle(req: Request<Incoming>, name: &'static str) -> Result<Response<Body>, Infallible> {
     let version = format!("{:?}", req.version());
     let grpc = req
         .headers()
@@ -80,7 +86,7 @@ async fn handle(req: Request<Incoming>, port: u16) -> Result<Response<Body>, Inf
     } else if req.uri().path() == "/ws" {
         websocket(req)
     } else {
-        full(StatusCode::OK, format!("echo {port}"))
+        full(StatusCode::OK, format!("echo {name}"))
     };
     if let Ok(value) = HeaderValue::from_str(&version) {
         response.headers_mut().insert("x-echo-version", value);
