@@ -28,11 +28,14 @@ use support::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_request_scales_up_through_the_push_stream() {
     let hour = Duration::from_secs(3600);
-    let h = start(|c| {
+    let Some(h) = start(|c| {
         c.keda.polling_interval = None;
         c.keda.hpa_sync_period = hour;
     })
-    .await;
+    .await
+    else {
+        return;
+    };
     let sets = ["hosts={act.test}", "scaling.pollingInterval=3600"];
     let Some(yaml) = hello_chart("hello", "act", &sets) else {
         return;

@@ -46,7 +46,9 @@ async fn deploy(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_and_post_json_scale_from_zero_and_back() {
-    let h = start(|_| {}).await;
+    let Some(h) = start(|_| {}).await else {
+        return;
+    };
     if !deploy(&h, "cold", "hello", &["hosts={cold.test}"], |_| {}, 0).await {
         return;
     }
@@ -68,7 +70,9 @@ async fn get_and_post_json_scale_from_zero_and_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_handshake_through_a_cold_start() {
-    let h = start(|_| {}).await;
+    let Some(h) = start(|_| {}).await else {
+        return;
+    };
     let sets = ["hosts={ws.test}", "image.repository=e2e-echo"];
     if !deploy(&h, "ws", "echo", &sets, |_| {}, 0).await {
         return;
@@ -98,7 +102,9 @@ async fn websocket_handshake_through_a_cold_start() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn placeholder_while_cold_then_the_real_response() {
-    let h = start(|_| {}).await;
+    let Some(h) = start(|_| {}).await else {
+        return;
+    };
     let placeholder = |d: &mut Vec<serde_json::Value>| {
         doc_mut(d, "InterceptorRoute")["spec"]["coldStart"] = json!({
             "placeholder": { "response": {
@@ -132,7 +138,9 @@ async fn placeholder_while_cold_then_the_real_response() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fallback_answers_while_the_app_cannot_start() {
-    let h = start(|_| {}).await;
+    let Some(h) = start(|_| {}).await else {
+        return;
+    };
     // The fallback: the echo backend, always one replica.
     let fallback_sets = [
         "hosts={fallback-direct.test}",
@@ -166,7 +174,9 @@ async fn fallback_answers_while_the_app_cannot_start() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn static_route_answers_at_zero_without_waking_the_app() {
-    let h = start(|_| {}).await;
+    let Some(h) = start(|_| {}).await else {
+        return;
+    };
     let statics = |d: &mut Vec<serde_json::Value>| {
         doc_mut(d, "InterceptorRoute")["spec"]["staticRoutes"] = json!([{
             "rules": [{ "paths": [{ "value": "/healthz" }] }],

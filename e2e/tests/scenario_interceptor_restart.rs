@@ -29,13 +29,16 @@ async fn concurrency(h: &keda_http_e2e::harness::Harness, index: usize, key: &st
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_flight_request_survives_an_interceptor_restart() {
-    let mut h = start(|c| {
+    let Some(mut h) = start(|c| {
         c.interceptors = 2;
         c.component_env
             .push(("KEDA_HTTP_DRAIN_TIMEOUT".into(), "30s".into()));
         c.grace = Duration::from_secs(40);
     })
-    .await;
+    .await
+    else {
+        return;
+    };
     let sets = ["hosts={restart.test}", "scaling.minReplicas=1"];
     let Some(yaml) = hello_chart("hello", "restart", &sets) else {
         return;

@@ -42,7 +42,9 @@ async fn app_with_timeouts(h: &Harness, ns: &str, timeouts: serde_json::Value, a
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn response_header_timeout_is_504() {
-    let h = start(|_| {}).await;
+    let Some(h) = start(|_| {}).await else {
+        return;
+    };
     if !app_with_timeouts(&h, "rh", json!({ "responseHeader": "200ms" }), 1).await {
         return;
     }
@@ -55,7 +57,9 @@ async fn response_header_timeout_is_504() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_timeout_is_504() {
-    let h = start(|_| {}).await;
+    let Some(h) = start(|_| {}).await else {
+        return;
+    };
     if !app_with_timeouts(&h, "rq", json!({ "request": "500ms" }), 1).await {
         return;
     }
@@ -68,7 +72,9 @@ async fn request_timeout_is_504() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_timeout_is_504() {
-    let h = start(|_| {}).await;
+    let Some(h) = start(|_| {}).await else {
+        return;
+    };
     if !app_with_timeouts(&h, "rd", json!({ "readiness": "1ms" }), 0).await {
         return;
     }
