@@ -454,6 +454,19 @@ fn run(settings: &Settings) -> anyhow::Result<Report> {
             Err(e) => Section::skipped("Cold start: wake latency", &format!("failed: {e:#}")),
         };
         goals.wake_p99_us = section.data["worst_p99_us"].as_f64();
+        goals.wake_detail = section.data["levels"].as_array().map(|levels| {
+            levels
+                .iter()
+                .map(|l| {
+                    format!(
+                        "{} held: {}",
+                        l["held"],
+                        report::latency(l["latency"]["p99_us"].as_f64())
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        });
         sections.push(section);
     }
 
@@ -1322,6 +1335,7 @@ struct Goals {
     added_p99_low_us: Option<f64>,
     low_rate: f64,
     wake_p99_us: Option<f64>,
+    wake_detail: Option<String>,
     activation_us: Option<f64>,
     lookup_10k_ns: Option<f64>,
     idle_rss_kib: Option<u64>,
@@ -1331,7 +1345,11 @@ struct Goals {
 impl Goals {
     fn section(&self) -> Section {
         let mut table = Table::new(&["goal", "measured", "verdict"]);
-        let low_goal = format!("added p99 at a fixed {:.0}/s ≤ 0.3 ms", self.low_rate);
+        let low_goal = if self.low_rate > 0.0 {
+            format!("added p99 at a fixed {:.0}/s ≤ 0.3 ms", self.low_rate)
+        } else {
+            "added p99 at a fixed modest rate ≤ 0.3 ms".to_owned()
+        };
         let rows: [(&str, String, String); 8] = [
             (
                 "proxy CPU per request ≤ 0.9 × nginx's",
@@ -1353,8 +1371,10 @@ impl Goals {
                 report::verdict(self.added_p99_low_us, GOAL_ADDED_P99_US, true),
             ),
             (
-                "wake ≤ 2 ms p99 after the endpoint event",
-                report::latency(self.wake_p99_us),
+                "wake ≤ 2 ms p99 after the endpoint event (worst level)",
+                self.wake_detail
+                    .clone()
+                    .unwrap_or_else(|| report::latency(self.wake_p99_us)),
                 report::verdict(self.wake_p99_us, GOAL_WAKE_P99_US, true),
             ),
             (
