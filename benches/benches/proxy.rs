@@ -78,9 +78,16 @@ fn main() -> anyhow::Result<()> {
     }
     // `cargo bench` passes `--bench` (and maybe a filter); a filter that names none of our
     // suites means someone asked criterion for something else, so there is nothing to do.
-    let filter: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
+    // Option values (`--measurement-time 10` meant for criterion) are not filters either.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let filter: Vec<&String> = args
+        .iter()
+        .enumerate()
+        .filter(|(i, a)| {
+            let after_option = *i > 0 && args[i - 1].starts_with("--") && args[i - 1] != "--bench";
+            !a.starts_with("--") && !after_option
+        })
+        .map(|(_, a)| a)
         .collect();
     if !filter.is_empty() && !filter.iter().any(|f| "proxy".contains(f.as_str())) {
         return Ok(());
@@ -1174,6 +1181,9 @@ fn memory(
     drop(idle);
 
     // Soak: the main interceptor under wrk load, RSS sampled.
+    if !settings.soak.is_zero() && which("wrk").is_none() {
+        notes.push("soak: skipped: `wrk` is not installed (`make bench` installs it)".to_owned());
+    }
     if !settings.soak.is_zero() && which("wrk").is_some() {
         let pid = ours.proc.pid();
         let start_kib = procfs::rss_kib(pid);
