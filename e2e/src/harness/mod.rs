@@ -9,8 +9,8 @@
 //!    scaler), without selectors, and EndpointSlices pointing at the loopback ports the real
 //!    processes listen on, so the scaler finds the interceptor's admin endpoint as in a cluster;
 //! 3. the workload [`Simulator`] (commands from a [`CommandTable`]; the `hello` and
-//!    `keda-http-hello` images run the `hello` binary from the binary directory when it
-//!    exists);
+//!    `keda-http-hello` images run the `hello` binary, the `e2e-echo` image the `e2e-echo`
+//!    binary, from the binary directory when they exist);
 //! 4. the [`KedaStandIn`] over gRPC, with `keda-add-ons-http-external-scaler.keda:9090`
 //!    mapped to the scaler's loopback port in its [`AddressTable`];
 //! 5. the product binaries that are enabled ([`Components`]): scaler, interceptor, operator,
@@ -351,6 +351,7 @@ impl Harness {
             ApiChoice::External(path) => {
                 let client = external_client(path).await?;
                 install_crds(&client).await?;
+                remove_stale_slices(&client).await?;
                 (None, client, path.clone())
             }
         };
@@ -385,6 +386,12 @@ impl Harness {
             // The hello chart's image is ghcr.io/keda-http/keda-http-hello:<tag>.
             commands.for_image("keda-http-hello", CommandSpec::new(&hello));
             commands.for_image("hello", CommandSpec::new(hello));
+        }
+        // The scenarios' protocol backend. Registered before the simulator starts, so that
+        // Deployments already in a reused external API server get their pods at once.
+        let echo = config.bin_dir.join("e2e-echo");
+        if echo.exists() {
+            commands.for_image("e2e-echo", CommandSpec::new(echo));
         }
         let mut harness = Self {
             interceptors: interceptor_ports
@@ -659,6 +666,43 @@ async fn external_client(path: &Path) -> Result<Client, Error> {
         what: "building the client".into(),
         source,
     })
+}
+
+/// Deletes the EndpointSlices an earlier harness wrote (its simulator's pods and its
+/// processes' ports are gone with it), so that a harness on a reused external API server does
+/// not route to dead loopback ports. The new harness writes its own.
+async fn remove_stale_slices(client: &Client) -> Result<(), Error> {
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    use kube::api::{DeleteParams, ListParams};
+    let all: kube::Api<EndpointSlice> = kube::Api::all(client.clone());
+    let selector = format!(
+        "endpointslice.kubernetes.io/managed-by in ({},e2e.keda-http/harness)",
+        crate::simulator::slices::MANAGED_BY
+    );
+    let stale = all
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|source| Error::Kube {
+            what: "listing stale EndpointSlices".into(),
+            source,
+        })?;
+    for slice in stale.items {
+        let (Some(namespace), Some(name)) = (slice.metadata.namespace, slice.metadata.name) else {
+            continue;
+        };
+        let api: kube::Api<EndpointSlice> = kube::Api::namespaced(client.clone(), &namespace);
+        match api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(source) => {
+                return Err(Error::Kube {
+                    what: format!("deleting EndpointSlice {namespace}/{name}"),
+                    source,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Installs our CRDs and the `keda.sh` ScaledObject CRD (external API servers only).
