@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use crate::metrics::{Metrics, RouteLabels};
+use crate::metrics::{MethodLabel, Metrics, RouteMetrics};
 use crate::queue::InFlight;
 
 /// Status recorded for a request whose client went away before a response was produced.
@@ -24,9 +24,9 @@ pub const CLIENT_CLOSED: u16 = 499;
 pub struct Completion {
     metrics: Arc<Metrics>,
     start: Instant,
-    method: &'static str,
+    method: MethodLabel,
     code: u16,
-    route: RouteLabels,
+    route: Option<Arc<RouteMetrics>>,
     in_flight: Option<InFlight>,
     access: Option<Box<AccessLog>>,
 }
@@ -46,13 +46,13 @@ struct AccessLog {
 
 impl Completion {
     /// Starts measuring a request.
-    pub fn start(metrics: Arc<Metrics>, method: &'static str) -> Self {
+    pub fn start(metrics: Arc<Metrics>, method: MethodLabel) -> Self {
         Self {
             metrics,
             start: Instant::now(),
             method,
             code: CLIENT_CLOSED,
-            route: RouteLabels::default(),
+            route: None,
             in_flight: None,
             access: None,
         }
@@ -91,13 +91,13 @@ impl Completion {
     }
 
     /// Attributes the request to a route (labels only; not counted).
-    pub fn set_route(&mut self, route: RouteLabels) {
-        self.route = route;
+    pub fn set_route(&mut self, route: &Arc<RouteMetrics>) {
+        self.route = Some(Arc::clone(route));
     }
 
     /// Counts the request against its route until this completion is dropped.
     pub fn count(&mut self, in_flight: InFlight) {
-        self.metrics.concurrency(&self.route, 1);
+        self.metrics.concurrency(self.route.as_deref(), 1);
         self.in_flight = Some(in_flight);
     }
 
@@ -110,7 +110,7 @@ impl Completion {
 impl Drop for Completion {
     fn drop(&mut self) {
         if self.in_flight.take().is_some() {
-            self.metrics.concurrency(&self.route, -1);
+            self.metrics.concurrency(self.route.as_deref(), -1);
         }
         if let Some(a) = self.access.take() {
             tracing::info!(
@@ -127,11 +127,10 @@ impl Drop for Completion {
                 a.user_agent
             );
         }
-        let route = std::mem::take(&mut self.route);
         self.metrics.record(
+            self.route.as_deref(),
             self.code,
             self.method,
-            route,
             self.start.elapsed().as_secs_f64(),
         );
     }

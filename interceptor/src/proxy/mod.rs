@@ -44,7 +44,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::coldstart::{self, Admission, ColdStart, respond};
 use crate::endpoints::PortLookup;
-use crate::metrics::{Metrics, RouteLabels, method_label};
+use crate::metrics::{MethodLabel, Metrics};
 use crate::routing::{Route, RouteTableHandle};
 use body::{Completion, ProxyBody};
 pub use error::ProxyError;
@@ -153,7 +153,7 @@ impl Proxy {
         peer: Peer,
     ) -> Response<ProxyBody> {
         let mut completion =
-            Completion::start(Arc::clone(&self.metrics), method_label(req.method()));
+            Completion::start(Arc::clone(&self.metrics), MethodLabel::of(req.method()));
         if self.settings.log_requests {
             completion.log_access(&req, peer.addr.ip());
         }
@@ -220,10 +220,7 @@ impl Proxy {
                 None => return Err(ProxyError::NoRoute),
             }
         };
-        completion.set_route(RouteLabels {
-            name: Some(Arc::clone(&route.source.name)),
-            namespace: Some(Arc::clone(&route.source.namespace)),
-        });
+        completion.set_route(&route.metrics);
 
         // Static routes: answered, or forwarded when ready, without counting (§1.3 layer 5).
         let mut counted = true;

@@ -85,8 +85,15 @@ impl RouteTableHandle {
                 Some(t) => Some(self.inner.endpoints.pool(&t).await),
                 None => None,
             };
+            let metrics = Arc::new(crate::metrics::RouteMetrics::new(
+                crate::metrics::RouteLabels {
+                    name: Some(Arc::clone(&source.name)),
+                    namespace: Some(Arc::clone(&source.namespace)),
+                },
+            ));
             bound.push(Arc::new(Route {
                 key: Arc::clone(counters.key()),
+                metrics,
                 source,
                 target,
                 counters,

@@ -148,6 +148,8 @@ pub struct Route {
     pub pool: Arc<Pool>,
     /// The ready endpoints of `coldStart.fallback.service`, if set.
     pub fallback: Option<Arc<Pool>>,
+    /// The route's metric handles (resolved once, reused by every request).
+    pub metrics: Arc<crate::metrics::RouteMetrics>,
 }
 
 /// A header matcher, compiled.
