@@ -62,30 +62,56 @@ pub fn is_upgrade(version: Version, headers: &HeaderMap) -> bool {
 /// Removes hop-by-hop headers, including those named by `Connection`. With `upgrade`, the
 /// `Upgrade` header is kept and `Connection: upgrade` re-added. `TE: trailers` is kept
 /// (gRPC needs it).
+///
+/// One pass over the header names finds which hop-by-hop headers are present; only those are
+/// removed, and `Connection` tokens are parsed only when `Connection` is present.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    // Headers named in Connection (rare beyond keep-alive/close/upgrade).
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|s| s.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
-            if !(upgrade && name == header::UPGRADE) && name != header::TE {
-                headers.remove(&name);
+    let mut present: u16 = 0;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
+        if upgrade {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+        return;
+    }
+    // Bit 0 is `Connection`: remove the headers its tokens name (rare beyond
+    // keep-alive/close/upgrade). Values are cheap `Bytes` clones, read before any removal.
+    if present & 1 != 0 {
+        let mut values = headers.get_all(header::CONNECTION).iter();
+        let first = values.next().cloned();
+        let rest: Vec<HeaderValue> = values.cloned().collect();
+        for value in first.iter().chain(&rest) {
+            let Ok(value) = value.to_str() else {
+                continue;
+            };
+            for token in value.split(',').map(str::trim) {
+                // `Connection` itself goes below with the fixed list; `TE` is handled there.
+                if token.eq_ignore_ascii_case("te")
+                    || token.eq_ignore_ascii_case("connection")
+                    || (upgrade && token.eq_ignore_ascii_case("upgrade"))
+                {
+                    continue;
+                }
+                // By `&str`: lower-cased on the stack, no allocated `HeaderName`; an invalid
+                // name matches nothing.
+                headers.remove(token);
             }
         }
     }
-    let te_trailers = headers.get_all(header::TE).iter().any(|v| {
-        v.to_str().is_ok_and(|s| {
-            s.split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
-        })
-    });
-    for name in &HOP_BY_HOP {
-        if upgrade && name == header::UPGRADE {
+    // Bit 5 is `TE`.
+    let te_trailers = present & (1 << 5) != 0
+        && headers.get_all(header::TE).iter().any(|v| {
+            v.to_str().is_ok_and(|s| {
+                s.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+            })
+        });
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) == 0 || (upgrade && name == header::UPGRADE) {
             continue;
         }
         headers.remove(name);
@@ -528,6 +554,86 @@ mod tests {
         assert_eq!(h.len(), 2, "{h:?}");
         assert_eq!(h[header::TE], "trailers");
         assert_eq!(h["x-keep"], "1");
+    }
+
+    /// The previous implementation (remove every listed name, collect `Connection` tokens),
+    /// kept as the reference for the single-pass version.
+    /// Removes hop-by-hop headers, including those named by `Connection`. With `upgrade`, the
+    /// `Upgrade` header is kept and `Connection: upgrade` re-added. `TE: trailers` is kept
+    /// (gRPC needs it).
+    fn strip_reference(headers: &mut HeaderMap, upgrade: bool) {
+        // Headers named in Connection (rare beyond keep-alive/close/upgrade).
+        if headers.contains_key(header::CONNECTION) {
+            let named: Vec<HeaderName> = headers
+                .get_all(header::CONNECTION)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|s| s.split(','))
+                .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+                .collect();
+            for name in named {
+                if !(upgrade && name == header::UPGRADE) && name != header::TE {
+                    headers.remove(&name);
+                }
+            }
+        }
+        let te_trailers = headers.get_all(header::TE).iter().any(|v| {
+            v.to_str().is_ok_and(|s| {
+                s.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+            })
+        });
+        for name in &HOP_BY_HOP {
+            if upgrade && name == header::UPGRADE {
+                continue;
+            }
+            headers.remove(name);
+        }
+        if te_trailers {
+            headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
+        if upgrade {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+    }
+
+    /// The single-pass stripping removes exactly what the reference did, over every subset of
+    /// a header set that covers each hop-by-hop name, named tokens (mixed case, `te`,
+    /// `upgrade`, `connection`, invalid ones), repeated values and `TE: trailers`.
+    #[test]
+    fn single_pass_matches_reference() {
+        let candidates: [(&str, &str); 12] = [
+            ("connection", "keep-alive, X-Private, te"),
+            ("connection", "Upgrade, connection, bad name, "),
+            ("x-private", "1"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("proxy-authenticate", "Basic"),
+            ("proxy-authorization", "Basic x"),
+            ("te", "trailers, deflate"),
+            ("trailer", "grpc-status"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("x-keep", "1"),
+        ];
+        for mask in 0u32..(1 << candidates.len()) {
+            let mut h = HeaderMap::new();
+            for (i, (name, value)) in candidates.iter().enumerate() {
+                if mask & (1 << i) != 0 {
+                    h.append(
+                        HeaderName::from_static(name),
+                        HeaderValue::from_static(value),
+                    );
+                }
+            }
+            for upgrade in [false, true] {
+                let mut want = h.clone();
+                strip_reference(&mut want, upgrade);
+                let mut got = h.clone();
+                strip_hop_by_hop(&mut got, upgrade);
+                assert_eq!(got, want, "mask {mask:#b} upgrade {upgrade}");
+            }
+        }
     }
 
     #[test]
