@@ -124,10 +124,61 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
+/// Appends `n` in decimal.
+fn push_decimal(out: &mut bytes::BytesMut, mut n: u16) {
+    let mut digits = [0u8; 5];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        // `n % 10` is a single digit.
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[start..]);
+}
+
+/// Appends `ip` as text, exactly as its `Display` would; IPv4 by hand (the formatter
+/// machinery costs more than the whole write on the request path).
+fn push_ip(out: &mut bytes::BytesMut, ip: std::net::IpAddr) {
+    use std::fmt::Write as _;
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let [a, b, c, d] = v4.octets();
+            push_decimal(out, a.into());
+            for octet in [b, c, d] {
+                out.extend_from_slice(b".");
+                push_decimal(out, octet.into());
+            }
+        }
+        std::net::IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
+/// `addr` as an authority (`ip:port`, `[ip6]:port`), as its `Display` would write it.
+fn socket_authority(addr: SocketAddr) -> Option<Authority> {
+    let mut out = bytes::BytesMut::with_capacity(21);
+    match addr {
+        SocketAddr::V4(v4) => {
+            push_ip(&mut out, std::net::IpAddr::V4(*v4.ip()));
+            out.extend_from_slice(b":");
+            push_decimal(&mut out, v4.port());
+        }
+        SocketAddr::V6(v6) => {
+            use std::fmt::Write as _;
+            let _ = write!(out, "{v6}");
+        }
+    }
+    Authority::from_maybe_shared(out.freeze()).ok()
+}
+
 /// Appends the client address to `X-Forwarded-For` and sets `X-Forwarded-Host`/`-Proto`
 /// unless the client sent them. One allocation (the new `X-Forwarded-For` value).
 pub fn set_forwarded(headers: &mut HeaderMap, client: SocketAddr, host: &HeaderValue, https: bool) {
-    use std::fmt::Write as _;
     let prior_len: usize = headers
         .get_all(&X_FORWARDED_FOR)
         .iter()
@@ -143,7 +194,7 @@ pub fn set_forwarded(headers: &mut HeaderMap, client: SocketAddr, host: &HeaderV
     if !value.is_empty() {
         value.extend_from_slice(b", ");
     }
-    let _ = write!(value, "{}", client.ip());
+    push_ip(&mut value, client.ip());
     if let Ok(value) = HeaderValue::from_maybe_shared(value.freeze()) {
         headers.insert(X_FORWARDED_FOR, value);
     }
@@ -517,7 +568,7 @@ fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
 fn endpoint_uri(addr: SocketAddr, path: &PathAndQuery) -> Uri {
     let mut parts = http::uri::Parts::default();
     parts.scheme = Some(Scheme::HTTP);
-    parts.authority = Authority::try_from(addr.to_string()).ok();
+    parts.authority = socket_authority(addr);
     parts.path_and_query = Some(path.clone());
     Uri::from_parts(parts).unwrap_or_default()
 }
@@ -645,6 +696,36 @@ mod tests {
         strip_hop_by_hop(&mut h, true);
         assert_eq!(h[header::UPGRADE], "websocket");
         assert_eq!(h[header::CONNECTION], "upgrade");
+    }
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        let ips: [std::net::IpAddr; 6] = [
+            [0, 0, 0, 0].into(),
+            [10, 0, 0, 9].into(),
+            [255, 255, 255, 255].into(),
+            [1, 20, 100, 199].into(),
+            std::net::Ipv6Addr::LOCALHOST.into(),
+            "fe80::1:2".parse().expect("ipv6"),
+        ];
+        for ip in ips {
+            let mut out = bytes::BytesMut::new();
+            push_ip(&mut out, ip);
+            assert_eq!(&out[..], ip.to_string().as_bytes());
+            for port in [0, 1, 80, 8080, 65535] {
+                let addr = SocketAddr::new(ip, port);
+                assert_eq!(
+                    socket_authority(addr),
+                    Authority::try_from(addr.to_string()).ok(),
+                    "{addr}"
+                );
+            }
+        }
+        for n in [0, 7, 10, 99, 100, 255, 1000, 65535] {
+            let mut out = bytes::BytesMut::new();
+            push_decimal(&mut out, n);
+            assert_eq!(&out[..], n.to_string().as_bytes());
+        }
     }
 
     #[test]
