@@ -8,7 +8,8 @@
 //! - a placeholder answers while the app is cold, the real response once it is ready;
 //! - a fallback Service answers when the app cannot become ready (no ScaledObject, readiness
 //!   timeout 1 s);
-//! - a static route answers at zero without waking the app.
+//! - a static route answers at zero without waking the app, and is the app's own once it is
+//!   up.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -199,5 +200,13 @@ async fn static_route_answers_at_zero_without_waking_the_app() {
     // Several polling periods (1 s) and HPA syncs later, still nobody woke the app.
     let seen = observe_spec(&h, "st", "hello", Duration::from_secs(4)).await;
     assert!(seen.iter().all(|&r| r == 0), "the app was scaled: {seen:?}");
+    // Once the app is up (woken by another path), `/healthz` is the app's own
+    // (`responseMode` defaults to WhenUnavailable).
+    let reply = get_via(&h, "static.test", "/").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let reply = get_via(&h, "static.test", "/healthz").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.text(), "ok");
+    assert!(!reply.headers.contains_key("x-static"));
     h.stop().await;
 }
