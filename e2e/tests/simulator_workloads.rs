@@ -279,6 +279,26 @@ async fn crashed_process_is_restarted_and_not_ready_meanwhile() {
     let mut c = cluster(1).await;
     let before = c.wait_ready(1).await;
     let (name, (port, _)) = before.into_iter().next().unwrap();
+    // Only what happens after the crash counts: the pod's first start was not ready too.
+    // Wait until the watch has delivered the ready state, so that start is all behind us.
+    let caught_up = async {
+        loop {
+            let ready_seen = c
+                .history
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|(n, cond)| *n == name && matches!(cond, Some((true, true, false))));
+            if ready_seen {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(BOUND, caught_up)
+        .await
+        .expect("the watch never saw the pod ready");
+    let seen_before_crash = c.history.lock().unwrap().len();
     // The process exits at once; the connection just drops.
     let _ = get(port, "/crash").await;
     // Its endpoint goes not ready (not serving, not terminating) while it restarts...
@@ -289,6 +309,7 @@ async fn crashed_process_is_restarted_and_not_ready_meanwhile() {
                 .lock()
                 .unwrap()
                 .iter()
+                .skip(seen_before_crash)
                 .any(|(n, cond)| *n == name && matches!(cond, Some((false, false, false))));
             if seen {
                 return;
