@@ -368,7 +368,6 @@ OFFICIAL_DEFAULTS = {
     "interceptor.maxIdleConns": 1000,
     "interceptor.maxIdleConnsPerHost": 200,
     "interceptor.directPodRouting": True,
-    "interceptor.coldStart.maxPendingRequests": 0,
     "interceptor.tls.enabled": False,
     "interceptor.tls.certPath": "/certs/tls.crt",
     "interceptor.tls.keyPath": "/certs/tls.key",
@@ -420,6 +419,22 @@ def lookup(tree, dotted):
         assert isinstance(node, dict) and part in node, f"values.yaml lacks {dotted}"
         node = node[part]
     return node
+
+
+# Keys whose default we change on purpose: key -> (official default, ours). Each is listed in
+# the README's "Migrating" table with the reason.
+DELIBERATE_DEFAULTS = {
+    # A bounded hold queue by default: a burst against one cold app must not exhaust the
+    # shared interceptor. 0 still means unlimited.
+    "interceptor.coldStart.maxPendingRequests": (0, 1000),
+}
+
+
+@pytest.mark.parametrize("key", sorted(DELIBERATE_DEFAULTS))
+def test_deliberately_different_defaults(values, key):
+    official, ours = DELIBERATE_DEFAULTS[key]
+    assert key not in OFFICIAL_DEFAULTS
+    assert lookup(values, key) == ours != official
 
 
 @pytest.mark.parametrize("key", sorted(OFFICIAL_DEFAULTS))
@@ -519,6 +534,8 @@ def test_interceptor_env_defaults(addon_default):
     assert env["KEDA_HTTP_ADMIN_PORT"] == "9090"
     assert env["KEDA_HTTP_SHUTDOWN_DELAY"] == "5s"
     assert env["KEDA_HTTP_DRAIN_TIMEOUT"] == "30s"
+    # The hold queue is bounded by default, as the binary's own default (README "cold start").
+    assert env["KEDA_HTTP_COLD_START_MAX_PENDING_REQUESTS"] == "1000"
     # Empty timeouts leave the env unset, so the binaries' defaults apply.
     for unset in ("KEDA_HTTP_REQUEST_TIMEOUT", "KEDA_HTTP_RESPONSE_HEADER_TIMEOUT",
                   "KEDA_HTTP_READINESS_TIMEOUT", "KEDA_HTTP_CONNECT_TIMEOUT"):
@@ -544,7 +561,7 @@ def test_every_value_reaches_its_env(addon_all):
         "KEDA_HTTP_RESPONSE_HEADER_TIMEOUT": "30s", "KEDA_HTTP_READINESS_TIMEOUT": "15s",
         "KEDA_HTTP_CONNECT_TIMEOUT": "750ms", "KEDA_HTTP_MAX_IDLE_CONNS": "500",
         "KEDA_HTTP_MAX_IDLE_CONNS_PER_HOST": "50", "KEDA_HTTP_DIRECT_POD_ROUTING": "false",
-        "KEDA_HTTP_COLD_START_MAX_PENDING_REQUESTS": "1000", "KEDA_HTTP_PROXY_TLS_ENABLED": "true",
+        "KEDA_HTTP_COLD_START_MAX_PENDING_REQUESTS": "250", "KEDA_HTTP_PROXY_TLS_ENABLED": "true",
         "KEDA_HTTP_PROXY_TLS_CERT_PATH": "/certs/custom.crt",
         "KEDA_HTTP_PROXY_TLS_KEY_PATH": "/certs/custom.key", "KEDA_HTTP_PROXY_TLS_PORT": "8444",
         "KEDA_HTTP_PROXY_TLS_SKIP_VERIFY": "true", "KEDA_HTTP_PROXY_TLS_MIN_VERSION": "1.2",
