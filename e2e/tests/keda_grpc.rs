@@ -11,17 +11,17 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
+use keda_http_api::externalscaler::external_scaler_server::{
+    ExternalScaler as ScalerService, ExternalScalerServer,
+};
+use keda_http_api::externalscaler::{
+    GetMetricSpecResponse, GetMetricsRequest, GetMetricsResponse, IsActiveResponse, MetricSpec,
+    MetricValue, ScaledObjectRef as ProtoRef,
+};
 use keda_http_api::scaled_object::ScaledObject;
 use keda_http_e2e::keda::grpc::GrpcConnector;
 use keda_http_e2e::keda::scaler::{ScaledObjectRef, ScalerConnector};
 use keda_http_e2e::keda::{AddressTable, KedaConfig, KedaStandIn};
-use keda_http_scaler::proto::external_scaler_server::{
-    ExternalScaler as ScalerService, ExternalScalerServer,
-};
-use keda_http_scaler::proto::{
-    GetMetricSpecResponse, GetMetricsRequest, GetMetricsResponse, IsActiveResponse, MetricSpec,
-    MetricValue, ScaledObjectRef as ProtoRef,
-};
 use kube::Api;
 use kube::api::PostParams;
 use kube_standin::LocalApiServer;
