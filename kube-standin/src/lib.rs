@@ -35,8 +35,8 @@
 //! snapshots, finalizers and garbage collection), `validation` and `defaults` (what the
 //! server checks and fills in), `scale` (the Scale view), [`watch`] (watch streams),
 //! [`selectors`], [`patch`], [`discovery`], [`http`] (routing and encoding), [`error`]
-//! (`Status` errors), [`faults`], [`manifests`] (seeding from YAML) and [`write`] (what a write
-//! request asks for: subresource, patch body, options).
+//! (`Status` errors), [`faults`], [`manifests`] (seeding from YAML) and
+//! [`write`](mod@write) (what a write request asks for: subresource, patch body, options).
 //!
 //! # What it implements
 //! - Objects of any registered kind ([`kinds`]) stored untyped as JSON ([`store`]): create,
