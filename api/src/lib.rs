@@ -20,6 +20,9 @@ mod conditions;
 pub mod convert;
 pub mod crd;
 pub mod duration;
+/// KEDA's externalscaler gRPC server and client (feature `externalscaler`).
+#[cfg(feature = "externalscaler")]
+pub mod externalscaler;
 pub mod http_scaled_object;
 pub mod interceptor_route;
 pub mod queue;

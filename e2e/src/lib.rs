@@ -1,15 +1,13 @@
 //! `keda-http-e2e`: the whole system on one machine.
 //!
-//! Owns the local cluster (an in-memory Kubernetes API stand-in, a workload simulator and a
-//! KEDA stand-in), the end-to-end scenarios and the `demo` binary. None of it ships to users.
+//! Owns the local cluster (a workload simulator and a KEDA stand-in around the Kubernetes API
+//! stand-in), the end-to-end scenarios and the `demo` binary. None of it ships to users.
+//!
+//! The Kubernetes API stand-in it runs is the `kube-standin` crate
+//! ([`kube_standin::LocalApiServer`]), the bottom layer that the programs' own integration tests
+//! use too; this crate sits on top of the graph and no other crate depends on it.
 //!
 //! Modules:
-//! - [`apiserver`]: the in-memory Kubernetes API server ([`apiserver::LocalApiServer`]) with
-//!   its kind registry (`kinds`), object store and event history (`store`), watches (`watch`),
-//!   selectors (`selectors`), patch types (`patch`), discovery documents (`discovery`), HTTP
-//!   routing (`http`), errors as Kubernetes `Status` (`error`), fault injection (`faults`)
-//!   and seeding from YAML manifests (`manifests`). Its module docs list what is deliberately
-//!   simplified. The `local-apiserver` binary runs it standalone.
 //! - [`keda`]: the KEDA stand-in ([`keda::KedaStandIn`]): drives an external scaler over gRPC
 //!   as KEDA does and plays the HPA (`decision` holds the formula and the scale executor).
 //! - [`simulator`]: the workload simulator ([`simulator::Simulator`]): runs a Deployment's
@@ -22,7 +20,6 @@
 //!
 //! The scenarios are the integration tests `tests/scenario_*.rs` (see `e2e/README.md`).
 
-pub mod apiserver;
 pub mod demo;
 pub mod harness;
 pub mod keda;

@@ -256,9 +256,7 @@ async fn real_scaler_drives_keda_stand_in_and_simulator() {
 #[tokio::test]
 async fn external_api_gets_the_crds_installed() {
     // Any API server reachable through a kubeconfig: here a separate in-memory one.
-    let external = keda_http_e2e::apiserver::LocalApiServer::start()
-        .await
-        .unwrap();
+    let external = kube_standin::LocalApiServer::start().await.unwrap();
     let mut config = config(Components::none());
     config.api = harness::ApiChoice::External(external.kubeconfig_path().to_path_buf());
     let h = Harness::start(config).await.unwrap();

@@ -11,20 +11,20 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
-use keda_http_api::scaled_object::ScaledObject;
-use keda_http_e2e::apiserver::LocalApiServer;
-use keda_http_e2e::keda::grpc::GrpcConnector;
-use keda_http_e2e::keda::scaler::{ScaledObjectRef, ScalerConnector};
-use keda_http_e2e::keda::{AddressTable, KedaConfig, KedaStandIn};
-use keda_http_scaler::proto::external_scaler_server::{
+use keda_http_api::externalscaler::external_scaler_server::{
     ExternalScaler as ScalerService, ExternalScalerServer,
 };
-use keda_http_scaler::proto::{
+use keda_http_api::externalscaler::{
     GetMetricSpecResponse, GetMetricsRequest, GetMetricsResponse, IsActiveResponse, MetricSpec,
     MetricValue, ScaledObjectRef as ProtoRef,
 };
+use keda_http_api::scaled_object::ScaledObject;
+use keda_http_e2e::keda::grpc::GrpcConnector;
+use keda_http_e2e::keda::scaler::{ScaledObjectRef, ScalerConnector};
+use keda_http_e2e::keda::{AddressTable, KedaConfig, KedaStandIn};
 use kube::Api;
 use kube::api::PostParams;
+use kube_standin::LocalApiServer;
 use tokio::sync::{broadcast, oneshot};
 use tonic::{Request, Response, Status};
 

@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use keda_http_api::scaled_object::ScaledObject;
-use keda_http_e2e::apiserver::LocalApiServer;
 use keda_http_e2e::keda::fake::{FakeConnector, FakeScaler};
 use keda_http_e2e::keda::{AddressTable, KedaConfig, KedaStandIn};
 use kube::Api;
 use kube::api::PostParams;
+use kube_standin::LocalApiServer;
 
 const BOUND: Duration = Duration::from_secs(60);
 

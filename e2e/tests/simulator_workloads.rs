@@ -13,11 +13,11 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use keda_http_e2e::apiserver::LocalApiServer;
 use keda_http_e2e::simulator::{CommandSpec, CommandTable, Simulator, SimulatorConfig};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
+use kube_standin::LocalApiServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Endpoint conditions (ready, serving, terminating).

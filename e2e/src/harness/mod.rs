@@ -49,10 +49,10 @@ use std::time::Duration;
 use kube::Client;
 use serde_json::json;
 
-use crate::apiserver::LocalApiServer;
 use crate::keda::grpc::GrpcConnector;
 use crate::keda::{AddressTable, KedaConfig, KedaStandIn};
 use crate::simulator::{CommandSpec, CommandTable, Simulator, SimulatorConfig};
+use kube_standin::LocalApiServer;
 use process::{ManagedProcess, free_port, wait_listening};
 
 /// The add-on's namespace.
@@ -77,7 +77,7 @@ pub const ENV_BIN_DIR: &str = "KEDA_HTTP_E2E_BIN_DIR";
 pub enum Error {
     /// The local API server did not start.
     #[error("local API server: {0}")]
-    Api(#[from] crate::apiserver::Error),
+    Api(#[from] kube_standin::Error),
     /// A Kubernetes call failed.
     #[error("{what}: {source}")]
     Kube {

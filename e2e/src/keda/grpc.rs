@@ -1,4 +1,4 @@
-//! The real transport: [`ExternalScaler`] over the gRPC client generated in `keda-http-scaler`,
+//! The real transport: [`ExternalScaler`] over the gRPC client generated in `keda-http-api`,
 //! plaintext h2c as KEDA uses in-cluster. Channels are opened lazily and shared per address,
 //! as KEDA pools its connections.
 
@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
-use keda_http_scaler::proto;
-use keda_http_scaler::proto::external_scaler_client::ExternalScalerClient;
+use keda_http_api::externalscaler as proto;
+use keda_http_api::externalscaler::external_scaler_client::ExternalScalerClient;
 use tonic::transport::{Channel, Endpoint};
 
 use super::scaler::{

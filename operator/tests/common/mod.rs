@@ -18,11 +18,11 @@ use keda_http_api::interceptor_route::{
 use keda_http_api::{
     HTTPScaledObject, HTTPScaledObjectSpec, InterceptorRoute, InterceptorRouteSpec, ScaledObject,
 };
-use keda_http_e2e::apiserver::LocalApiServer;
 use keda_http_operator::{Config, Metrics, Operator};
 use kube::api::PostParams;
 use kube::runtime::wait::{Condition as WaitCondition, await_condition};
 use kube::{Api, Client, Resource};
+use kube_standin::LocalApiServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;

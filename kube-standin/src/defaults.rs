@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use super::kinds::ResourceKind;
 use super::meta;
-use super::store::Subresource;
+use super::write::Subresource;
 
 /// Five characters from the alphabet the real server uses for `generateName`.
 pub(super) fn random_suffix() -> String {

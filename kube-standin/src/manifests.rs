@@ -6,7 +6,8 @@
 use serde_json::Value;
 
 use super::error::ApiError;
-use super::store::{PatchBody, Store, Subresource, WriteOptions};
+use super::store::Store;
+use super::write::{PatchBody, Subresource, WriteOptions};
 
 /// Applies every object in `yaml` (server-side apply with `field_manager`), in document
 /// order; namespaced objects without a namespace go to `default_namespace`. Returns the

@@ -8,9 +8,9 @@ mod common;
 use common::{dynamic, httpso, interceptor_route, scaled_object, status_code};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v1::Scale;
-use keda_http_e2e::apiserver::{LocalApiServer, ServerConfig};
 use kube::api::{DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
+use kube_standin::{LocalApiServer, ServerConfig};
 use serde_json::{Value, json};
 
 fn deployment_apply() -> Value {

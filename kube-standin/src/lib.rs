@@ -1,6 +1,12 @@
-//! An in-memory Kubernetes API server for tests and the demo: plain HTTP on 127.0.0.1 with a
-//! bearer token, speaking enough of the Kubernetes API conventions that the real kube-rs
-//! client, watchers, reflectors and `Controller`s work against it unchanged.
+//! `kube-standin`: an in-memory Kubernetes API server for tests and the demo: plain HTTP on
+//! 127.0.0.1 with a bearer token, speaking enough of the Kubernetes API conventions that the
+//! real kube-rs client, watchers, reflectors and `Controller`s work against it unchanged.
+//!
+//! It is the bottom layer of the test stack: it imports no keda-http crate and knows nothing
+//! of the add-on, so every crate (the programs' integration tests, the end-to-end harness) can
+//! use it without a dependency cycle. It owns the API side only; the controllers a cluster
+//! runs (Deployments, kubelet, EndpointSlices, KEDA) are played elsewhere, by the end-to-end
+//! crate's workload simulator and KEDA stand-in.
 //!
 //! Start it in-process with [`LocalApiServer::start`] and connect with
 //! [`LocalApiServer::client`] (or point a program at [`LocalApiServer::kubeconfig_path`]), or
@@ -8,7 +14,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use keda_http_e2e::apiserver::LocalApiServer;
+//! use kube_standin::LocalApiServer;
 //! use k8s_openapi::api::core::v1::ConfigMap;
 //!
 //! let server = LocalApiServer::start().await?;
@@ -29,7 +35,8 @@
 //! snapshots, finalizers and garbage collection), `validation` and `defaults` (what the
 //! server checks and fills in), `scale` (the Scale view), [`watch`] (watch streams),
 //! [`selectors`], [`patch`], [`discovery`], [`http`] (routing and encoding), [`error`]
-//! (`Status` errors), [`faults`] and [`manifests`] (seeding from YAML).
+//! (`Status` errors), [`faults`], [`manifests`] (seeding from YAML) and
+//! [`write`](mod@write) (what a write request asks for: subresource, patch body, options).
 //!
 //! # What it implements
 //! - Objects of any registered kind ([`kinds`]) stored untyped as JSON ([`store`]): create,
@@ -99,6 +106,7 @@ pub mod selectors;
 pub mod store;
 mod validation;
 pub mod watch;
+pub mod write;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -23,8 +23,9 @@ use super::error::ApiError;
 use super::faults::Faults;
 use super::kinds::ResourceKind;
 use super::selectors::{FieldSelector, LabelSelector, Selectors};
-use super::store::{DeleteOptions, PatchBody, Since, Store, Subresource, WriteOptions};
+use super::store::{Since, Store};
 use super::watch::{self, WatchRequest, WatchStats};
+use super::write::{DeleteOptions, PatchBody, Subresource, WriteOptions};
 
 /// Response body: a whole buffer or a watch stream.
 pub type Body = UnsyncBoxBody<Bytes, Infallible>;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use keda_http_e2e::apiserver::{LocalApiServer, ServerConfig};
+use kube_standin::{LocalApiServer, ServerConfig};
 
 #[derive(Debug, Parser)]
 #[command(about = "In-memory Kubernetes API server for local testing")]

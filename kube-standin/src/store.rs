@@ -24,6 +24,7 @@ use super::selectors::Selectors;
 use super::validation::{
     check_apply, check_body_name, normalise_type, resolve_namespace, validate_name,
 };
+use super::write::{DeleteOptions, PatchBody, Subresource, WriteOptions};
 
 /// (namespace, name); the namespace is "" for cluster-scoped objects.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -81,54 +82,6 @@ impl StoredEvent {
             Bytes::from(serde_json::to_vec(&*self.object).unwrap_or_default())
         })
     }
-}
-
-/// Which part of an object a write addresses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Subresource {
-    /// The object itself (ignores `status` when the kind has a status subresource).
-    Main,
-    /// `/status`: only `status` is taken from the request.
-    Status,
-    /// `/scale`: an `autoscaling/v1` `Scale` view of `spec.replicas`.
-    Scale,
-}
-
-/// The body of a PATCH, by content type.
-#[derive(Debug, Clone)]
-pub enum PatchBody {
-    /// `application/merge-patch+json`.
-    Merge(Value),
-    /// `application/strategic-merge-patch+json`.
-    Strategic(Value),
-    /// `application/json-patch+json`.
-    Json(Value),
-    /// `application/apply-patch+yaml` (server-side apply).
-    Apply(Value),
-}
-
-/// Query options shared by writes.
-#[derive(Debug, Clone, Default)]
-pub struct WriteOptions {
-    /// `dryRun=All`: validate and answer, persist nothing.
-    pub dry_run: bool,
-    /// `fieldManager`, recorded in `metadata.managedFields`.
-    pub field_manager: Option<String>,
-    /// `force` (server-side apply): accepted, no effect (there is no conflict detection).
-    pub force: bool,
-}
-
-/// The parts of `DeleteOptions` we honour.
-#[derive(Debug, Clone, Default)]
-pub struct DeleteOptions {
-    /// `preconditions.resourceVersion`.
-    pub precondition_rv: Option<String>,
-    /// `preconditions.uid`.
-    pub precondition_uid: Option<String>,
-    /// `propagationPolicy: Orphan`: dependents are left alone.
-    pub orphan: bool,
-    /// `dryRun`.
-    pub dry_run: bool,
 }
 
 /// One page of a list.

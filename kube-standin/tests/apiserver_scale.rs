@@ -13,10 +13,10 @@ use std::time::Duration;
 use common::within_for;
 use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
-use keda_http_e2e::apiserver::{LocalApiServer, ServerConfig};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{reflector, watcher};
 use kube::{Api, ResourceExt};
+use kube_standin::{LocalApiServer, ServerConfig};
 use serde_json::json;
 use tokio::sync::watch;
 

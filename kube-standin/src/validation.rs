@@ -6,7 +6,7 @@ use serde_json::{Map, Value, json};
 use super::error::ApiError;
 use super::kinds::ResourceKind;
 use super::meta;
-use super::store::WriteOptions;
+use super::write::WriteOptions;
 
 /// Fills in `kind`/`apiVersion` (rejecting ones that do not match the URL) and ensures a
 /// `metadata` map.

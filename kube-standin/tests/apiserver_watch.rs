@@ -12,14 +12,14 @@ use common::{rv_of, within};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use keda_http_e2e::apiserver::store::{DeleteOptions as StoreDeleteOptions, WriteOptions};
-use keda_http_e2e::apiserver::{LocalApiServer, ServerConfig};
 use kube::api::{
     DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
 };
 use kube::core::PartialObjectMeta;
 use kube::runtime::{reflector, watcher};
 use kube::{Api, ResourceExt};
+use kube_standin::write::{DeleteOptions as StoreDeleteOptions, WriteOptions};
+use kube_standin::{LocalApiServer, ServerConfig};
 use serde_json::json;
 
 fn cm(name: &str, app: &str) -> ConfigMap {

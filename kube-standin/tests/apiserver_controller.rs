@@ -12,13 +12,13 @@ use std::time::Duration;
 
 use common::{dynamic, httpso, scaled_object, within};
 use futures::StreamExt;
-use keda_http_e2e::apiserver::LocalApiServer;
 use kube::api::{DynamicObject, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{self, Event as Finalizer};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::runtime::{Controller, watcher};
 use kube::{Client, Resource, ResourceExt};
+use kube_standin::LocalApiServer;
 use serde_json::json;
 use tokio::sync::mpsc;
 

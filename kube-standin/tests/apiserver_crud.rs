@@ -12,10 +12,10 @@ use std::time::Duration;
 use common::{raw_request, rv_of, status_code, within};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
-use keda_http_e2e::apiserver::LocalApiServer;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::core::ObjectMeta;
 use kube::{Api, Resource, ResourceExt};
+use kube_standin::LocalApiServer;
 use serde_json::json;
 
 fn config_map(name: &str, labels: &[(&str, &str)]) -> ConfigMap {
