@@ -38,7 +38,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::coldstart::{BodyLookup, BodySource};
+use crate::proxy::respond::{BodyLookup, BodySource};
 use crate::routing::RouteTableHandle;
 pub use endpoints::{KubeEndpoints, SERVICE_NAME_LABEL};
 
