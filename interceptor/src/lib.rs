@@ -265,27 +265,13 @@ impl Interceptor {
             queue,
             lifecycle: Arc::clone(&lifecycle),
         };
-        let mut admin_tasks = vec![tokio::spawn(server::serve(
+        let admin_tasks = serve_admin(
+            &builder,
             listeners.admin,
-            builder.clone(),
-            None,
-            move |req, _| admin.clone().handle(req),
-            lifecycle.admin_signal(),
-            lifecycle.admin_signal(),
-        ))];
-        if let Some(listener) = listeners.metrics {
-            admin_tasks.push(tokio::spawn(server::serve(
-                listener,
-                builder.clone(),
-                None,
-                move |req, _| {
-                    let response = admin::metrics(&registry, &req);
-                    async move { response }
-                },
-                lifecycle.admin_signal(),
-                lifecycle.admin_signal(),
-            )));
-        }
+            listeners.metrics,
+            admin,
+            registry,
+        );
         Running {
             shutdown_delay: config.shutdown_delay,
             drain_timeout: config.drain_timeout,
@@ -295,6 +281,40 @@ impl Interceptor {
             admin_tasks,
         }
     }
+}
+
+/// Starts the admin listener and, if bound, the metrics listener; both stop on the life
+/// cycle's admin signal.
+fn serve_admin(
+    builder: &hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    admin_listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    admin: Admin,
+    registry: Arc<Registry>,
+) -> Vec<JoinHandle<()>> {
+    let stop = admin.lifecycle.admin_signal();
+    let mut tasks = vec![tokio::spawn(server::serve(
+        admin_listener,
+        builder.clone(),
+        None,
+        move |req, _| admin.clone().handle(req),
+        stop.clone(),
+        stop.clone(),
+    ))];
+    if let Some(listener) = metrics_listener {
+        tasks.push(tokio::spawn(server::serve(
+            listener,
+            builder.clone(),
+            None,
+            move |req, _| {
+                let response = admin::metrics(&registry, &req);
+                async move { response }
+            },
+            stop.clone(),
+            stop,
+        )));
+    }
+    tasks
 }
 
 impl Listeners {

@@ -1,7 +1,7 @@
 //! Cold start: holding a counted request whose target has no ready endpoint, and waking it
 //! (compat §1.3 layers 7, 8; §6; §13). This module only decides admission and waits; the
-//! responses (placeholder, 503, 504) are made by [`crate::proxy::respond`] and the request
-//! path ([`crate::proxy`]) chooses among them.
+//! responses (placeholder, 503, 504) are made by the proxy's `respond` module and the
+//! request path's admit phase chooses among them.
 //!
 //! - **Hold**: the request waits on the target pool's [`ready`](crate::endpoints::Pool::ready)
 //!   receiver, which changes when the EndpointSlice event has been applied to the balancer, so

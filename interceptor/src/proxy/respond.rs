@@ -7,7 +7,7 @@
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
-use keda_http_api::interceptor_route::StaticResponse;
+use keda_http_api::interceptor_route::{ConfigMapBodyRef, StaticResponse};
 
 use super::body::ProxyBody;
 use super::error::ProxyError;
@@ -118,46 +118,9 @@ pub fn respond(
         .and_then(|c| u16::try_from(c).ok())
         .and_then(|c| StatusCode::from_u16(c).ok())
         .unwrap_or(default);
-    let mut content_type: Option<&'static str> = None;
-    let body = if let Some(body) = &response.body {
-        content_type = Some("text/plain; charset=utf-8");
-        Bytes::from(body.clone())
-    } else if let Some(cm) = &response.body_from_config_map {
-        let (key, explicit) = match &cm.key {
-            Some(key) => (key.clone(), true),
-            None => {
-                let key = path.trim_start_matches('/');
-                (
-                    if key.is_empty() {
-                        "index.html".to_owned()
-                    } else {
-                        key.to_owned()
-                    },
-                    false,
-                )
-            }
-        };
-        match bodies.lookup(namespace, &cm.name, &key) {
-            BodyLookup::Found(bytes) => {
-                content_type = Some(content_type_of(&key));
-                bytes
-            }
-            BodyLookup::NoKey if !explicit => Bytes::new(),
-            BodyLookup::NoConfigMap | BodyLookup::NoKey => {
-                tracing::warn!(namespace, configmap = %cm.name, %key, "response body not found");
-                return status_response(StatusCode::INTERNAL_SERVER_ERROR);
-            }
-        }
-    } else if kind == Kind::Placeholder {
-        if prefers_html(accept) {
-            content_type = Some("text/html; charset=utf-8");
-            Bytes::from_static(STARTING_PAGE.as_bytes())
-        } else {
-            content_type = Some("text/plain; charset=utf-8");
-            Bytes::from_static(STARTING_TEXT.as_bytes())
-        }
-    } else {
-        Bytes::new()
+    let Some((body, content_type)) = body_of(response, kind, namespace, path, accept, bodies)
+    else {
+        return status_response(StatusCode::INTERNAL_SERVER_ERROR);
     };
     let mut out = Response::new(ProxyBody::full(body));
     *out.status_mut() = status;
@@ -183,6 +146,60 @@ pub fn respond(
         }
     }
     out
+}
+
+/// The body of a static or placeholder response and its Content-Type: the inline body, the
+/// ConfigMap body, the default "starting up" text or page of a placeholder, else empty.
+/// `None` when a named ConfigMap body is missing (the caller answers 500).
+fn body_of(
+    response: &StaticResponse,
+    kind: Kind,
+    namespace: &str,
+    path: &str,
+    accept: Option<&HeaderValue>,
+    bodies: &dyn BodySource,
+) -> Option<(Bytes, Option<&'static str>)> {
+    const PLAIN: &str = "text/plain; charset=utf-8";
+    if let Some(body) = &response.body {
+        return Some((Bytes::from(body.clone()), Some(PLAIN)));
+    }
+    if let Some(cm) = &response.body_from_config_map {
+        return configmap_body(cm, namespace, path, bodies);
+    }
+    Some(match kind {
+        Kind::Placeholder if prefers_html(accept) => (
+            Bytes::from_static(STARTING_PAGE.as_bytes()),
+            Some("text/html; charset=utf-8"),
+        ),
+        Kind::Placeholder => (Bytes::from_static(STARTING_TEXT.as_bytes()), Some(PLAIN)),
+        Kind::Static => (Bytes::new(), None),
+    })
+}
+
+/// A `bodyFromConfigMap` body: the explicit key (must exist), else the request path
+/// (`index.html` for `/`; a missing derived key gives an empty body).
+fn configmap_body(
+    cm: &ConfigMapBodyRef,
+    namespace: &str,
+    path: &str,
+    bodies: &dyn BodySource,
+) -> Option<(Bytes, Option<&'static str>)> {
+    let (key, explicit) = match &cm.key {
+        Some(key) => (key.clone(), true),
+        None => {
+            let key = path.trim_start_matches('/');
+            let key = if key.is_empty() { "index.html" } else { key };
+            (key.to_owned(), false)
+        }
+    };
+    match bodies.lookup(namespace, &cm.name, &key) {
+        BodyLookup::Found(bytes) => Some((bytes, Some(content_type_of(&key)))),
+        BodyLookup::NoKey if !explicit => Some((Bytes::new(), None)),
+        BodyLookup::NoConfigMap | BodyLookup::NoKey => {
+            tracing::warn!(namespace, configmap = %cm.name, %key, "response body not found");
+            None
+        }
+    }
 }
 
 /// Plain-text placeholder body when none is configured.
@@ -248,7 +265,6 @@ mod tests {
 
     use http::HeaderMap;
     use http_body_util::BodyExt;
-    use keda_http_api::interceptor_route::ConfigMapBodyRef;
 
     use super::*;
     use crate::proxy::error::BoxError;
