@@ -1,7 +1,7 @@
 //! The `check` phase: what hyper lets through but the interceptor refuses, before any lookup
 //! (compat §1.3, §1.4). `CONNECT` → 405; an absolute-form HTTP/1 request target → 404 (never
 //! an open proxy); a missing (HTTP/1.1), repeated or malformed `Host` → 400; both
-//! `Content-Length` and `Transfer-Encoding` → 400 (detected by [`framing`](super::framing),
+//! `Content-Length` and `Transfer-Encoding` → 400 (detected by [`super::framing`],
 //! since hyper drops the Content-Length of such a request). hyper itself answers malformed
 //! request lines and headers (400), oversized header sections (431) and slow headers (the
 //! header-read timeout closes the connection).

@@ -5,7 +5,7 @@
 //!
 //! 1. **check** ([`check`]): `CONNECT`, absolute-form targets, `Host` and framing
 //!    validation → the request's host.
-//! 2. **route** ([`Proxy::route`]): one `ArcSwap` load of the
+//! 2. **route** (`Proxy::route`): one `ArcSwap` load of the
 //!    [`RouteTable`](crate::routing::RouteTable) (no match → 404), then the static-route
 //!    decision ([`static_route`]): a matching static route answers, or is forwarded uncounted
 //!    when the target is ready.
@@ -14,11 +14,11 @@
 //!    endpoint, the placeholder, or a bounded hold on the target's ready channel
 //!    ([`crate::coldstart`]), then the fallback or 504 → the pool to forward to and the
 //!    request's deadline.
-//! 4. **forward** ([`Proxy::forward`], [`forward`]): hop-by-hop headers removed,
+//! 4. **forward** (`Proxy::forward`, [`forward`]): hop-by-hop headers removed,
 //!    `X-Forwarded-*` set, sent to a ready endpoint with connect retries and the
 //!    response-header timeout, all within the request deadline → the upstream response, or
 //!    the two halves of a `101 Switching Protocols` upgrade.
-//! 5. **finish** ([`Proxy::finish`]): response hop-by-hop headers removed, the cold-start
+//! 5. **finish** (`Proxy::finish`): response hop-by-hop headers removed, the cold-start
 //!    header, `Connection: close` on HTTP/1 while draining, the status recorded for the
 //!    metrics; a 101 is spliced both ways; after the response headers the deadline ends the
 //!    streaming body.

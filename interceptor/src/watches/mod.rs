@@ -14,7 +14,7 @@
 //! - ConfigMaps labelled `http.keda.sh/response-body=true`: bodies of placeholders and static
 //!   responses ([`KubeBodies`]).
 //!
-//! Each watched kind is a small [`WatchSpec`] (kind, label selector, store, what a change
+//! Each watched kind is a small `WatchSpec` (kind, label selector, store, what a change
 //! means) started by the same loop; the namespace scope is common to all.
 //!
 //! The first table is installed once every store has completed its first list, so `/readyz`
