@@ -175,11 +175,6 @@ impl Proxy {
         }
     }
 
-    /// Cold-start state (held requests, bounds).
-    pub fn cold_start(&self) -> &Arc<ColdStart> {
-        &self.cold
-    }
-
     /// Upgraded connections still open.
     pub fn upgraded(&self) -> &TaskTracker {
         &self.upgraded
@@ -238,7 +233,7 @@ impl Proxy {
             Arc::clone(route.ok_or(ProxyError::NoRoute)?)
         };
         completion.set_route(&route.metrics);
-        // Static routes: answered, or forwarded when ready, without counting (§1.3 layer 5).
+        // Static routes: answered, or forwarded uncounted when ready (compat §1.3 layer 5).
         let spec = &route.source.spec;
         let Some(matched) = static_route::static_route(spec, host, req.uri().path(), req.headers())
         else {
