@@ -1,4 +1,4 @@
-//! The admin port: `/queue` (reference §4.2, byte-exact), `/queue/watch` (our push stream,
+//! The admin port: `/queue` (compat §4.2, byte-exact), `/queue/watch` (our push stream,
 //! see [`keda_http_api::queue`]), `/readyz`, `/livez` and `GET /routes`; and the metrics
 //! port's `/metrics`.
 
@@ -17,7 +17,7 @@ use keda_http_api::queue::{
 };
 use prometheus_client::registry::Registry;
 
-use crate::proxy::Proxy;
+use crate::lifecycle::Lifecycle;
 use crate::queue::Queue;
 use crate::routing::RouteTableHandle;
 
@@ -34,14 +34,14 @@ pub struct Admin {
     pub routes: RouteTableHandle,
     /// The counters.
     pub queue: Arc<Queue>,
-    /// The proxy (draining state).
-    pub proxy: Arc<Proxy>,
+    /// The life cycle (readiness ends when shutdown begins).
+    pub lifecycle: Arc<Lifecycle>,
 }
 
 impl Admin {
     /// Ready: a routing table has been installed and shutdown has not begun.
     pub fn is_ready(&self) -> bool {
-        self.routes.is_installed() && !self.proxy.is_draining()
+        self.routes.is_installed() && !self.lifecycle.is_draining()
     }
 
     /// Answers one admin request.

@@ -7,14 +7,20 @@
 //! write to Kubernetes: routes arrive through [`RouteTableHandle::install`] and endpoints
 //! through an [`EndpointSource`], fed by the Kubernetes watches ([`watches`]) or by files
 //! ([`files`]). A request whose target has no ready endpoint is held until one appears
-//! ([`coldstart`]: hold bounds, placeholder, fallback, static routes).
+//! ([`coldstart`]: hold bounds and wake-up).
 //!
 //! Modules, one concern each: [`config`] (settings), [`routing`] (the table), [`queue`]
-//! (counters), [`endpoints`] (ready sets and load balancing), [`coldstart`] (holding,
-//! placeholders, static responses), [`watches`] (kube-rs watchers and reflectors), [`proxy`]
-//! (server, forwarding, protocols), [`tls`] (the TLS listener's certificates), [`admin`],
-//! [`metrics`], [`files`] (static routes/endpoints), and the shutdown
-//! sequence in [`Interceptor::run`].
+//! (counters), [`endpoints`] (ready sets and load balancing), [`coldstart`] (holding and
+//! waking cold requests), [`watches`] (kube-rs watchers and reflectors, one spec per watched
+//! kind), [`proxy`] (the request path as named phases `check → route → admit → forward →
+//! finish`, every self-made response in [`proxy::respond`], forwarding, protocols, the accept
+//! loops), [`tls`] (the TLS listener's certificates), [`admin`], [`metrics`], [`files`]
+//! (static routes/endpoints), and [`lifecycle`] (the phase and stop signals that
+//! [`Interceptor::run`] drives through the shutdown sequence).
+//!
+//! Imports between these modules run one way (no cycle): `proxy` uses `coldstart`,
+//! `routing`, `endpoints`, `queue`, `metrics` and `lifecycle`; `coldstart` uses none of
+//! `proxy`.
 //!
 //! Tests start the whole interceptor in-process:
 //!
@@ -39,6 +45,7 @@ pub mod coldstart;
 pub mod config;
 pub mod endpoints;
 pub mod files;
+pub mod lifecycle;
 pub mod metrics;
 pub mod proxy;
 pub mod queue;
@@ -49,19 +56,24 @@ pub mod watches;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 
 pub use config::Config;
 pub use endpoints::EndpointSource;
+pub use lifecycle::Phase;
 pub use routing::RouteTableHandle;
 
 use crate::admin::Admin;
 use crate::endpoints::Endpoints;
+use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
+use crate::proxy::respond::{BodySource, NoBodies};
 use crate::proxy::server::{self, Limits};
 use crate::proxy::{Peer, Proxy, ProxySettings};
 use crate::queue::Queue;
@@ -90,33 +102,24 @@ pub struct BoundAddrs {
     pub tls: Option<SocketAddr>,
 }
 
-/// Where the interceptor is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Phase {
-    /// Serving normally.
-    Serving,
-    /// Shutdown began: `/readyz` is 503 and HTTP/1 responses close their connection, but
-    /// the listeners still accept (the shutdown delay).
-    Draining,
-    /// The proxy listener is closed; in-flight requests and upgraded connections finish.
-    Closing,
-    /// Everything has stopped.
-    Stopped,
+/// The bound listeners.
+struct Listeners {
+    proxy: TcpListener,
+    admin: TcpListener,
+    metrics: Option<TcpListener>,
+    tls: Option<(TcpListener, TlsAcceptor)>,
 }
 
 /// A bound interceptor, ready to [`run`](Self::run).
 pub struct Interceptor {
     config: Config,
-    proxy_listener: TcpListener,
-    admin_listener: TcpListener,
-    metrics_listener: Option<TcpListener>,
-    tls_listener: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
+    listeners: Listeners,
     addrs: BoundAddrs,
     routes: RouteTableHandle,
     queue: Arc<Queue>,
     proxy: Arc<Proxy>,
     registry: Arc<Registry>,
-    phase: watch::Sender<Phase>,
+    lifecycle: Arc<Lifecycle>,
 }
 
 impl std::fmt::Debug for Interceptor {
@@ -132,7 +135,7 @@ impl Interceptor {
     /// `endpoints`. No routing table is installed yet: `/readyz` answers 503 until
     /// [`RouteTableHandle::install`] has run once.
     pub async fn bind(config: Config, endpoints: Arc<dyn EndpointSource>) -> Result<Self, Error> {
-        Self::bind_with(config, endpoints, Arc::new(coldstart::NoBodies)).await
+        Self::bind_with(config, endpoints, Arc::new(NoBodies)).await
     }
 
     /// [`bind`](Self::bind) with placeholder and static-response bodies from `bodies`
@@ -140,24 +143,9 @@ impl Interceptor {
     pub async fn bind_with(
         config: Config,
         endpoints: Arc<dyn EndpointSource>,
-        bodies: Arc<dyn coldstart::BodySource>,
+        bodies: Arc<dyn BodySource>,
     ) -> Result<Self, Error> {
-        let ip = config.bind_address;
-        let (tls_listener, tls_addr) = if config.proxy_tls_enabled {
-            let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(&config)?);
-            let (l, a) = server::bind(SocketAddr::new(ip, config.proxy_tls_port)).await?;
-            (Some((l, acceptor)), Some(a))
-        } else {
-            (None, None)
-        };
-        let (proxy_listener, proxy) = server::bind(SocketAddr::new(ip, config.proxy_port)).await?;
-        let (admin_listener, admin) = server::bind(SocketAddr::new(ip, config.admin_port)).await?;
-        let (metrics_listener, metrics_addr) = if config.otel_prom_exporter_enabled {
-            let (l, a) = server::bind(SocketAddr::new(ip, config.otel_prom_exporter_port)).await?;
-            (Some(l), Some(a))
-        } else {
-            (None, None)
-        };
+        let (listeners, addrs) = Listeners::bind(&config).await?;
         let mut registry = Registry::default();
         let metrics = Arc::new(Metrics::new(&mut registry));
         let queue = Arc::new(Queue::default());
@@ -165,40 +153,35 @@ impl Interceptor {
         let cold = Arc::new(coldstart::ColdStart::new(
             config.effective_readiness_timeout(),
             config.cold_start_max_pending_requests,
-            bodies,
             &mut registry,
         ));
-        let proxy_state = Arc::new(Proxy::new(
+        let lifecycle = Arc::new(Lifecycle::new());
+        let settings = ProxySettings {
+            request_timeout: config.request_timeout,
+            response_header_timeout: config.effective_response_header_timeout(),
+            connect_timeout: config.connect_timeout,
+            max_idle_per_host: config.max_idle_conns_per_host,
+            log_requests: config.log_requests,
+            cold_start_header: config.enable_cold_start_header,
+            direct_pod_routing: config.direct_pod_routing,
+        };
+        let proxy = Arc::new(Proxy::new(
             routes.clone(),
             cold,
+            bodies,
             metrics,
-            ProxySettings {
-                request_timeout: config.request_timeout,
-                response_header_timeout: config.effective_response_header_timeout(),
-                connect_timeout: config.connect_timeout,
-                max_idle_per_host: config.max_idle_conns_per_host,
-                log_requests: config.log_requests,
-                cold_start_header: config.enable_cold_start_header,
-                direct_pod_routing: config.direct_pod_routing,
-            },
+            settings,
+            Arc::clone(&lifecycle),
         ));
         Ok(Self {
             config,
-            proxy_listener,
-            admin_listener,
-            metrics_listener,
-            tls_listener,
-            addrs: BoundAddrs {
-                proxy,
-                admin,
-                metrics: metrics_addr,
-                tls: tls_addr,
-            },
+            listeners,
+            addrs,
             routes,
             queue,
-            proxy: proxy_state,
+            proxy,
             registry: Arc::new(registry),
-            phase: watch::channel(Phase::Serving).0,
+            lifecycle,
         })
     }
 
@@ -219,7 +202,7 @@ impl Interceptor {
 
     /// The life-cycle phase and its changes.
     pub fn phase(&self) -> watch::Receiver<Phase> {
-        self.phase.subscribe()
+        self.lifecycle.subscribe()
     }
 
     /// Serves until `shutdown` completes, then: `/readyz` 503 and `Connection: close` for
@@ -227,114 +210,204 @@ impl Interceptor {
     /// in-flight requests and upgraded connections within `KEDA_HTTP_DRAIN_TIMEOUT` (0: no
     /// bound; past it the rest are dropped); then stop the admin and metrics listeners.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+        let running = self.serve();
+        shutdown.await;
+        running.not_ready().await;
+        let running = running.drain().await;
+        running.stop().await;
+        Ok(())
+    }
+
+    /// Starts the accept loops: proxy (plain, TLS) on the life cycle's close and hard-stop
+    /// signals, admin and metrics on its admin signal.
+    fn serve(self) -> Running {
         let Self {
             config,
-            proxy_listener,
-            admin_listener,
-            metrics_listener,
-            tls_listener,
+            listeners,
             routes,
             queue,
             proxy,
             registry,
-            phase,
+            lifecycle,
             ..
         } = self;
-        let limits = Limits {
+        let builder = server::builder(Limits {
             header_read_timeout: config.read_header_timeout,
             max_header_bytes: config.max_header_bytes,
-        };
-        let builder = server::builder(limits);
-
-        let stop_proxy = CancellationToken::new();
-        let hard_stop = CancellationToken::new();
-        let stop_admin = CancellationToken::new();
-
-        let handler_proxy = Arc::clone(&proxy);
-        let proxy_task = tokio::spawn(server::serve(
-            proxy_listener,
-            builder.clone(),
-            None,
-            move |req, addr| Arc::clone(&handler_proxy).handle(req, Peer { addr, tls: false }),
-            stop_proxy.clone(),
-            hard_stop.clone(),
-        ));
-        let tls_task = tls_listener.map(|(listener, acceptor)| {
-            let handler_proxy = Arc::clone(&proxy);
+        });
+        let serve_proxy = |listener, tls: Option<TlsAcceptor>| {
+            let proxy = Arc::clone(&proxy);
+            let peer_tls = tls.is_some();
             tokio::spawn(server::serve(
                 listener,
                 builder.clone(),
-                Some(acceptor),
-                move |req, addr| Arc::clone(&handler_proxy).handle(req, Peer { addr, tls: true }),
-                stop_proxy.clone(),
-                hard_stop.clone(),
+                tls,
+                move |req, addr| {
+                    Arc::clone(&proxy).handle(
+                        req,
+                        Peer {
+                            addr,
+                            tls: peer_tls,
+                        },
+                    )
+                },
+                lifecycle.close_signal(),
+                lifecycle.hard_stop_signal(),
             ))
-        });
+        };
+        let mut proxy_tasks = vec![serve_proxy(listeners.proxy, None)];
+        if let Some((listener, acceptor)) = listeners.tls {
+            proxy_tasks.push(serve_proxy(listener, Some(acceptor)));
+        }
 
         let admin = Admin {
             routes,
             queue,
-            proxy: Arc::clone(&proxy),
+            lifecycle: Arc::clone(&lifecycle),
         };
-        let admin_task = tokio::spawn(server::serve(
-            admin_listener,
+        let admin_tasks = serve_admin(
+            &builder,
+            listeners.admin,
+            listeners.metrics,
+            admin,
+            registry,
+        );
+        Running {
+            shutdown_delay: config.shutdown_delay,
+            drain_timeout: config.drain_timeout,
+            lifecycle,
+            proxy,
+            proxy_tasks,
+            admin_tasks,
+        }
+    }
+}
+
+/// Starts the admin listener and, if bound, the metrics listener; both stop on the life
+/// cycle's admin signal.
+fn serve_admin(
+    builder: &hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    admin_listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    admin: Admin,
+    registry: Arc<Registry>,
+) -> Vec<JoinHandle<()>> {
+    let stop = admin.lifecycle.admin_signal();
+    let mut tasks = vec![tokio::spawn(server::serve(
+        admin_listener,
+        builder.clone(),
+        None,
+        move |req, _| admin.clone().handle(req),
+        stop.clone(),
+        stop.clone(),
+    ))];
+    if let Some(listener) = metrics_listener {
+        tasks.push(tokio::spawn(server::serve(
+            listener,
             builder.clone(),
             None,
-            move |req, _| admin.clone().handle(req),
-            stop_admin.clone(),
-            stop_admin.clone(),
-        ));
-        let metrics_task = metrics_listener.map(|listener| {
-            tokio::spawn(server::serve(
-                listener,
-                builder.clone(),
-                None,
-                move |req, _| {
-                    let response = admin::metrics(&registry, &req);
-                    async move { response }
-                },
-                stop_admin.clone(),
-                stop_admin.clone(),
-            ))
-        });
+            move |req, _| {
+                let response = admin::metrics(&registry, &req);
+                async move { response }
+            },
+            stop.clone(),
+            stop,
+        )));
+    }
+    tasks
+}
 
-        shutdown.await;
-        tracing::info!(delay = ?config.shutdown_delay, "shutdown: not ready, still serving");
-        proxy.start_draining();
-        phase.send_replace(Phase::Draining);
-        tokio::time::sleep(config.shutdown_delay).await;
+impl Listeners {
+    /// Binds the listeners `config` enables.
+    async fn bind(config: &Config) -> Result<(Self, BoundAddrs), Error> {
+        let ip = config.bind_address;
+        let (tls, tls_addr) = if config.proxy_tls_enabled {
+            let acceptor = TlsAcceptor::from(tls::server_config(config)?);
+            let (l, a) = server::bind(SocketAddr::new(ip, config.proxy_tls_port)).await?;
+            (Some((l, acceptor)), Some(a))
+        } else {
+            (None, None)
+        };
+        let (proxy, proxy_addr) = server::bind(SocketAddr::new(ip, config.proxy_port)).await?;
+        let (admin, admin_addr) = server::bind(SocketAddr::new(ip, config.admin_port)).await?;
+        let (metrics, metrics_addr) = if config.otel_prom_exporter_enabled {
+            let (l, a) = server::bind(SocketAddr::new(ip, config.otel_prom_exporter_port)).await?;
+            (Some(l), Some(a))
+        } else {
+            (None, None)
+        };
+        let addrs = BoundAddrs {
+            proxy: proxy_addr,
+            admin: admin_addr,
+            metrics: metrics_addr,
+            tls: tls_addr,
+        };
+        Ok((
+            Self {
+                proxy,
+                admin,
+                metrics,
+                tls,
+            },
+            addrs,
+        ))
+    }
+}
 
-        tracing::info!(timeout = ?config.drain_timeout, "shutdown: closing the proxy listeners, draining");
-        phase.send_replace(Phase::Closing);
-        stop_proxy.cancel();
-        let drained = async {
-            let _ = proxy_task.await;
-            if let Some(task) = tls_task {
+/// A serving interceptor: its accept loops and what shutting them down needs.
+struct Running {
+    shutdown_delay: Duration,
+    drain_timeout: Duration,
+    lifecycle: Arc<Lifecycle>,
+    proxy: Arc<Proxy>,
+    proxy_tasks: Vec<JoinHandle<()>>,
+    admin_tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Not ready, still serving, for the shutdown delay.
+    async fn not_ready(&self) {
+        tracing::info!(delay = ?self.shutdown_delay, "shutdown: not ready, still serving");
+        self.lifecycle.start_draining();
+        tokio::time::sleep(self.shutdown_delay).await;
+    }
+
+    /// Closes the proxy listeners and waits for in-flight requests and upgraded connections,
+    /// dropping what remains past the drain timeout (zero: no bound).
+    async fn drain(mut self) -> Self {
+        tracing::info!(timeout = ?self.drain_timeout, "shutdown: closing the proxy listeners, draining");
+        self.lifecycle.close();
+        let tasks = std::mem::take(&mut self.proxy_tasks);
+        let upgraded = self.proxy.upgraded().clone();
+        let drained = async move {
+            for task in tasks {
                 let _ = task.await;
             }
-            proxy.upgraded().close();
-            proxy.upgraded().wait().await;
+            upgraded.close();
+            upgraded.wait().await;
         };
         tokio::pin!(drained);
-        if config.drain_timeout.is_zero() {
+        if self.drain_timeout.is_zero() {
             drained.await;
-        } else if tokio::time::timeout(config.drain_timeout, drained.as_mut())
+        } else if tokio::time::timeout(self.drain_timeout, drained.as_mut())
             .await
             .is_err()
         {
             tracing::warn!("shutdown: drain timeout passed, dropping the remaining connections");
-            hard_stop.cancel();
-            proxy.stop_upgraded();
+            self.lifecycle.stop_now();
+            self.proxy.upgraded().close();
             drained.await;
         }
+        self
+    }
 
-        stop_admin.cancel();
-        let _ = admin_task.await;
-        if let Some(task) = metrics_task {
+    /// Stops the admin and metrics listeners; the interceptor has stopped.
+    async fn stop(self) {
+        self.lifecycle.close_admin();
+        for task in self.admin_tasks {
             let _ = task.await;
         }
-        phase.send_replace(Phase::Stopped);
+        self.lifecycle.stopped();
         tracing::info!("shutdown: done");
-        Ok(())
     }
 }

@@ -1,5 +1,7 @@
-//! Cold start: what happens to a counted request whose target has no ready endpoint
-//! (reference §1.3 layers 5, 7, 8; §6; §13).
+//! Cold start: holding a counted request whose target has no ready endpoint, and waking it
+//! (compat §1.3 layers 7, 8; §6; §13). This module only decides admission and waits; the
+//! responses (placeholder, 503, 504) are made by the proxy's `respond` module and the
+//! request path's admit phase chooses among them.
 //!
 //! - **Hold**: the request waits on the target pool's [`ready`](crate::endpoints::Pool::ready)
 //!   receiver, which changes when the EndpointSlice event has been applied to the balancer, so
@@ -12,23 +14,18 @@
 //!   [`DEFAULT_MAX_PENDING`]; 0 = unlimited). Overflow answers 503 with `Retry-After`, or the
 //!   placeholder with `overflow: Placeholder`, and counts in
 //!   `interceptor_cold_start_rejections_total`.
-//! - **Placeholder**: with `coldStart.placeholder` the response is served at once while the
+//! - **Placeholder** ([`Admission::Placeholder`]): with `coldStart.placeholder` the response is served at once while the
 //!   target has no ready endpoint (counted), unless `overflow: Placeholder` and
 //!   `maxPendingRequests` are both set: then requests are held up to the bound and the
 //!   placeholder answers the overflow (the v0.16 behaviour).
 //! - **Fallback**: when the wait times out and `coldStart.fallback` is set, the request goes to
 //!   the fallback Service's ready endpoints instead (no cold-start header).
-//! - **Static routes** ([`respond::static_route`]): matched before counting; `Always` answers,
-//!   `WhenUnavailable` answers only while the target has no ready endpoint and forwards
-//!   (uncounted) otherwise.
-
-pub mod respond;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use keda_http_api::interceptor_route::{InterceptorRouteSpec, Overflow};
+use keda_http_api::interceptor_route::{InterceptorRouteSpec, Overflow, StaticResponse};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
@@ -37,7 +34,6 @@ use tokio::time::Instant;
 use crate::endpoints::Pool;
 use crate::metrics::RouteLabels;
 use crate::routing::Route;
-pub use respond::{BodyLookup, BodySource, NoBodies};
 
 /// Requests one interceptor holds for cold starts by default, across all routes. Each held
 /// request costs a task and its buffered request head (a few KiB), so this keeps a burst
@@ -54,7 +50,6 @@ pub struct ColdStart {
     max_pending: usize,
     held: Arc<AtomicUsize>,
     rejections: Family<RouteLabels, Counter>,
-    bodies: Arc<dyn BodySource>,
 }
 
 impl std::fmt::Debug for ColdStart {
@@ -69,11 +64,11 @@ impl std::fmt::Debug for ColdStart {
 
 /// What to do with a counted request whose target has no ready endpoint.
 #[derive(Debug)]
-pub enum Admission {
+pub enum Admission<'r> {
     /// Wait for readiness; the hold slot is released when the guard drops.
     Hold(Hold),
     /// Answer with the route's placeholder.
-    Placeholder,
+    Placeholder(&'r StaticResponse),
     /// The hold queue is full: 503 with `Retry-After`.
     Reject,
 }
@@ -95,12 +90,7 @@ impl Drop for Hold {
 impl ColdStart {
     /// Cold-start handling with the interceptor-wide readiness timeout and hold bound
     /// (0 = unlimited); registers `interceptor_cold_start_rejections_total` in `registry`.
-    pub fn new(
-        readiness_timeout: Duration,
-        max_pending: u32,
-        bodies: Arc<dyn BodySource>,
-        registry: &mut Registry,
-    ) -> Self {
+    pub fn new(readiness_timeout: Duration, max_pending: u32, registry: &mut Registry) -> Self {
         let rejections = Family::<RouteLabels, Counter>::default();
         registry.register(
             "interceptor_cold_start_rejections",
@@ -112,13 +102,7 @@ impl ColdStart {
             max_pending: max_pending as usize,
             held: Arc::new(AtomicUsize::new(0)),
             rejections,
-            bodies,
         }
-    }
-
-    /// The ConfigMap bodies of placeholders and static responses.
-    pub fn bodies(&self) -> &dyn BodySource {
-        &*self.bodies
     }
 
     /// Requests held right now, across routes.
@@ -145,17 +129,21 @@ impl ColdStart {
     }
 
     /// Decides what a counted request for a cold `route` gets.
-    pub fn admit(&self, route: &Route) -> Admission {
+    pub fn admit<'r>(&self, route: &'r Route) -> Admission<'r> {
         let cold_start = route.source.spec.cold_start.as_ref();
-        let has_placeholder = cold_start.is_some_and(|c| c.placeholder.is_some());
+        let placeholder = cold_start
+            .and_then(|c| c.placeholder.as_ref())
+            .map(|p| &p.response);
         let route_max = cold_start
             .and_then(|c| c.max_pending_requests)
             .and_then(|n| usize::try_from(n).ok())
             .filter(|n| *n > 0);
         let overflow_placeholder =
-            has_placeholder && cold_start.and_then(|c| c.overflow) == Some(Overflow::Placeholder);
-        if has_placeholder && !(overflow_placeholder && route_max.is_some()) {
-            return Admission::Placeholder;
+            cold_start.and_then(|c| c.overflow) == Some(Overflow::Placeholder);
+        if let Some(placeholder) = placeholder
+            && !(overflow_placeholder && route_max.is_some())
+        {
+            return Admission::Placeholder(placeholder);
         }
         let route_held = route.counters.held();
         let over_route =
@@ -180,10 +168,9 @@ impl ColdStart {
                 namespace: Some(Arc::clone(&route.source.namespace)),
             })
             .inc();
-        if overflow_placeholder {
-            Admission::Placeholder
-        } else {
-            Admission::Reject
+        match placeholder {
+            Some(placeholder) if overflow_placeholder => Admission::Placeholder(placeholder),
+            _ => Admission::Reject,
         }
     }
 }

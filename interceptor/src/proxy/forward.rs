@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Response, Uri, Version};
+use http::{Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use hyper::client::conn::http2;
 use hyper_util::client::legacy::Client;
@@ -18,8 +18,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
 use super::body::UpstreamBody;
-use super::error::ProxyError;
-use crate::endpoints::{AppProtocol, Pool};
+use super::error::{BoxError, ProxyError};
+use crate::endpoints::{AppProtocol, Pool, PortLookup, TargetPort};
 
 /// Connect attempts per request, each on a different ready endpoint.
 pub const MAX_CONNECT_ATTEMPTS: usize = 3;
@@ -214,12 +214,15 @@ pub struct Upstream {
     http1: Client<HttpConnector, UpstreamBody>,
     h2: Mutex<HashMap<SocketAddr, http2::SendRequest<UpstreamBody>>>,
     connect_timeout: Duration,
+    /// `KEDA_HTTP_DIRECT_POD_ROUTING`: to a ready endpoint (true) or the Service address.
+    direct_pod_routing: bool,
 }
 
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Upstream")
             .field("connect_timeout", &self.connect_timeout)
+            .field("direct_pod_routing", &self.direct_pod_routing)
             .finish_non_exhaustive()
     }
 }
@@ -227,17 +230,124 @@ impl std::fmt::Debug for Upstream {
 /// Why one connect attempt failed.
 enum AttemptError {
     /// Nothing was sent; another endpoint may be tried with the same request.
-    Connect {
-        timeout: bool,
-        error: super::error::BoxError,
-    },
+    Connect { timeout: bool, error: BoxError },
     /// The exchange failed after connecting.
-    Upstream(super::error::BoxError),
+    Upstream(BoxError),
+}
+
+impl AttemptError {
+    fn into_proxy_error(self) -> ProxyError {
+        match self {
+            Self::Connect { timeout, error } => connect_error(timeout, error),
+            Self::Upstream(error) => upstream_error(error),
+        }
+    }
+}
+
+/// Where one attempt goes.
+#[derive(Debug, Clone, Copy)]
+enum Address<'a> {
+    /// A ready endpoint of the target.
+    Endpoint(SocketAddr),
+    /// The target's Service address, `<svc>.<ns>:<port>`.
+    Service(&'a str),
+}
+
+/// The connection one attempt sends on.
+enum Conn {
+    /// hyper-util's pooled HTTP/1.1 client (it connects, or reuses an idle connection).
+    Http1,
+    /// The multiplexed h2c connection to an address.
+    H2c(SocketAddr, http2::SendRequest<UpstreamBody>),
+}
+
+/// What every attempt of one request shares.
+struct Head<'a> {
+    method: Method,
+    path: PathAndQuery,
+    /// The client's authority.
+    host: &'a HeaderValue,
+    response_header_timeout: Duration,
+}
+
+impl Head<'_> {
+    /// The one upstream request builder: method, URI for `address` (h2c: the client's
+    /// authority as `:authority`), version, and `Host` (kept, or set to the client's
+    /// authority for HTTP/1.1; dropped for h2c).
+    fn request(
+        &self,
+        headers: HeaderMap,
+        body: UpstreamBody,
+        address: Address<'_>,
+        conn: &Conn,
+    ) -> Result<Request<UpstreamBody>, ProxyError> {
+        let mut req = Request::new(body);
+        *req.method_mut() = self.method.clone();
+        *req.headers_mut() = headers;
+        match (conn, address) {
+            (Conn::Http1, Address::Endpoint(addr)) => {
+                *req.uri_mut() = endpoint_uri(addr, &self.path);
+            }
+            (Conn::Http1, Address::Service(authority)) => {
+                let Some(uri) = authority_uri(authority, &self.path) else {
+                    return Err(ProxyError::Upstream(
+                        format!("invalid Service address {authority}").into(),
+                    ));
+                };
+                *req.uri_mut() = uri;
+            }
+            (Conn::H2c(addr, _), _) => {
+                *req.uri_mut() = authority_uri(self.host.to_str().unwrap_or(""), &self.path)
+                    .unwrap_or_else(|| endpoint_uri(*addr, &self.path));
+                *req.version_mut() = Version::HTTP_2;
+                req.headers_mut().remove(header::HOST);
+                return Ok(req);
+            }
+        }
+        *req.version_mut() = Version::HTTP_11;
+        if !req.headers().contains_key(header::HOST) {
+            req.headers_mut().insert(header::HOST, self.host.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// The first address the cluster's DNS gives for `authority`.
+async fn resolve(authority: &str) -> Result<SocketAddr, AttemptError> {
+    let connect = |error: BoxError| AttemptError::Connect {
+        timeout: false,
+        error,
+    };
+    match tokio::net::lookup_host(authority).await {
+        Ok(mut addrs) => addrs
+            .next()
+            .ok_or_else(|| connect(format!("{authority} resolved to no address").into())),
+        Err(error) => Err(connect(Box::new(error))),
+    }
+}
+
+/// `<service>.<namespace>:<port>` of a pool's target: the Service port the target resolved
+/// to, else the target's own port number.
+fn service_authority(pool: &Pool) -> Result<String, ProxyError> {
+    let target = pool.target();
+    let port = match (pool.current().service_port, &target.port) {
+        (PortLookup::Port(port), _) => i32::from(port),
+        (_, TargetPort::Number(port)) => *port,
+        (_, TargetPort::Name(_)) => {
+            return Err(ProxyError::UnknownPort(target.to_string()));
+        }
+    };
+    Ok(format!("{}.{}:{port}", target.service, target.namespace))
 }
 
 impl Upstream {
-    /// Pools with `max_idle_per_host` idle HTTP/1.1 connections per endpoint.
-    pub fn new(connect_timeout: Duration, max_idle_per_host: usize) -> Self {
+    /// Pools with `max_idle_per_host` idle HTTP/1.1 connections per endpoint, forwarding to
+    /// endpoints (`direct_pod_routing`) or to the Service address.
+    pub fn new(
+        connect_timeout: Duration,
+        max_idle_per_host: usize,
+        direct_pod_routing: bool,
+    ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(connect_timeout));
         connector.set_nodelay(true);
@@ -251,13 +361,16 @@ impl Upstream {
             http1,
             h2: Mutex::new(HashMap::new()),
             connect_timeout,
+            direct_pod_routing,
         }
     }
 
-    /// Sends `request` to a ready endpoint of `pool`, retrying on another ready endpoint when
-    /// connecting fails before anything was sent (at most [`MAX_CONNECT_ATTEMPTS`]).
-    /// `host` is the client's authority, preserved as `Host` (HTTP/1.1) or `:authority` (h2).
-    /// The response-header timeout (zero: none) bounds each attempt.
+    /// Sends `request` to the target of `pool`: to a ready endpoint (direct pod routing),
+    /// retrying on another ready endpoint when connecting fails before anything was sent (at
+    /// most [`MAX_CONNECT_ATTEMPTS`]); or to the Service address `<svc>.<ns>:<port>`, where
+    /// the cluster's DNS and kube-proxy choose the pod (no retries). `host` is the client's
+    /// authority, preserved as `Host` (HTTP/1.1) or `:authority` (h2). The response-header
+    /// timeout (zero: none) bounds each attempt.
     pub async fn send(
         &self,
         pool: &Pool,
@@ -265,159 +378,124 @@ impl Upstream {
         host: &HeaderValue,
         response_header_timeout: Duration,
     ) -> Result<Response<Incoming>, ProxyError> {
-        let protocol = pool.app_protocol();
-        let (mut parts, mut body) = request.into_parts();
-        let path = parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let (parts, body) = request.into_parts();
         // Extensions (e.g. hyper's upgrade handle) stay with the client request.
-        parts.extensions = http::Extensions::new();
+        let head = Head {
+            method: parts.method,
+            path: parts
+                .uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+            host,
+            response_header_timeout,
+        };
+        if self.direct_pod_routing {
+            self.send_to_endpoints(pool, &head, parts.headers, body)
+                .await
+        } else {
+            let authority = service_authority(pool)?;
+            let address = Address::Service(&authority);
+            let conn = self
+                .connect(pool.app_protocol(), address)
+                .await
+                .map_err(AttemptError::into_proxy_error)?;
+            let req = head.request(parts.headers, UpstreamBody::once(body), address, &conn)?;
+            self.send_on(conn, req, head.response_header_timeout)
+                .await
+                .map_err(AttemptError::into_proxy_error)
+        }
+    }
+
+    /// Direct pod routing: a ready endpoint per attempt, another one after a connect failure.
+    async fn send_to_endpoints(
+        &self,
+        pool: &Pool,
+        head: &Head<'_>,
+        mut headers: HeaderMap,
+        mut body: Incoming,
+    ) -> Result<Response<Incoming>, ProxyError> {
         // Endpoints already tried (on the stack: no allocation).
         let mut tried = [SocketAddr::from(([0, 0, 0, 0], 0)); MAX_CONNECT_ATTEMPTS];
-        let mut last_timeout = false;
-        let mut last_error: Option<super::error::BoxError> = None;
+        let mut last: Option<(bool, BoxError)> = None;
         for attempt in 0..MAX_CONNECT_ATTEMPTS {
             let Some(addr) = pool.pick(&tried[..attempt]) else {
                 break;
             };
             tried[attempt] = addr;
-            let more =
-                attempt + 1 < MAX_CONNECT_ATTEMPTS && pool.current().ready.len() > attempt + 1;
-            match protocol {
-                AppProtocol::Http1 => {
-                    let headers = if more {
-                        parts.headers.clone()
-                    } else {
-                        std::mem::take(&mut parts.headers)
-                    };
-                    let (upstream_body, reclaim) = UpstreamBody::reclaimable(body);
-                    let mut req = Request::new(upstream_body);
-                    *req.method_mut() = parts.method.clone();
-                    *req.uri_mut() = endpoint_uri(addr, &path);
-                    *req.version_mut() = Version::HTTP_11;
-                    *req.headers_mut() = headers;
-                    if !req.headers().contains_key(header::HOST) {
-                        req.headers_mut().insert(header::HOST, host.clone());
-                    }
-                    match with_timeout(response_header_timeout, self.send_http1(req)).await {
-                        Ok(response) => return Ok(response),
-                        Err(AttemptError::Upstream(e)) => return Err(upstream_error(e)),
-                        Err(AttemptError::Connect { timeout, error }) => {
-                            tracing::debug!(%addr, %error, timeout, "upstream connect failed");
-                            match reclaim.await {
-                                Ok(returned) if more => body = returned,
-                                // Out of attempts, or the body was consumed: give up.
-                                _ => return Err(connect_error(timeout, error)),
-                            }
-                            last_timeout = timeout;
-                            last_error = Some(error);
-                        }
-                    }
+            let address = Address::Endpoint(addr);
+            let conn = match self.connect(pool.app_protocol(), address).await {
+                Ok(conn) => conn,
+                Err(AttemptError::Connect { timeout, error }) => {
+                    tracing::debug!(%addr, %error, timeout, "upstream connect failed");
+                    last = Some((timeout, error));
+                    continue;
                 }
-                AppProtocol::H2c => match self.h2_sender(addr).await {
-                    Err(AttemptError::Connect { timeout, error }) => {
-                        tracing::debug!(%addr, %error, timeout, "upstream connect failed");
-                        last_timeout = timeout;
-                        last_error = Some(error);
+                Err(AttemptError::Upstream(e)) => return Err(upstream_error(e)),
+            };
+            // HTTP/1.1 may try again when the connection fails before the request went out
+            // (the body comes back); h2c has connected already, so this is its last attempt.
+            let retry = matches!(conn, Conn::Http1)
+                && attempt + 1 < MAX_CONNECT_ATTEMPTS
+                && pool.current().ready.len() > attempt + 1;
+            let (upstream_body, reclaim, attempt_headers) = if retry {
+                let (upstream_body, reclaim) = UpstreamBody::reclaimable(body);
+                (upstream_body, Some(reclaim), headers.clone())
+            } else {
+                (UpstreamBody::once(body), None, std::mem::take(&mut headers))
+            };
+            let req = head.request(attempt_headers, upstream_body, address, &conn)?;
+            match self.send_on(conn, req, head.response_header_timeout).await {
+                Ok(response) => return Ok(response),
+                Err(AttemptError::Upstream(e)) => return Err(upstream_error(e)),
+                Err(AttemptError::Connect { timeout, error }) => {
+                    tracing::debug!(%addr, %error, timeout, "upstream connect failed");
+                    match reclaim {
+                        Some(reclaim) => match reclaim.await {
+                            Ok(returned) => body = returned,
+                            // The body was consumed: give up.
+                            Err(_) => return Err(connect_error(timeout, error)),
+                        },
+                        None => return Err(connect_error(timeout, error)),
                     }
-                    Err(AttemptError::Upstream(e)) => return Err(upstream_error(e)),
-                    Ok(sender) => {
-                        let headers = std::mem::take(&mut parts.headers);
-                        let mut req = Request::new(UpstreamBody::once(body));
-                        *req.method_mut() = parts.method.clone();
-                        *req.uri_mut() = authority_uri(host.to_str().unwrap_or(""), &path)
-                            .unwrap_or_else(|| endpoint_uri(addr, &path));
-                        *req.version_mut() = Version::HTTP_2;
-                        *req.headers_mut() = headers;
-                        req.headers_mut().remove(header::HOST);
-                        let sent =
-                            with_timeout(response_header_timeout, self.send_h2(addr, sender, req))
-                                .await;
-                        return match sent {
-                            Ok(response) => Ok(response),
-                            Err(AttemptError::Upstream(e)) => Err(upstream_error(e)),
-                            Err(AttemptError::Connect { timeout, error }) => {
-                                Err(connect_error(timeout, error))
-                            }
-                        };
-                    }
-                },
+                    last = Some((timeout, error));
+                }
             }
         }
-        match last_error {
+        match last {
             None => Err(ProxyError::NoReadyEndpoint(pool.target().to_string())),
-            Some(error) => Err(connect_error(last_timeout, error)),
+            Some((timeout, error)) => Err(connect_error(timeout, error)),
         }
     }
 
-    /// Sends `request` to a Service address `authority` (`<svc>.<ns>:<port>`) instead of a
-    /// picked endpoint: the `KEDA_HTTP_DIRECT_POD_ROUTING=false` mode, where the cluster's DNS
-    /// and kube-proxy choose the pod. No connect retries (kube-proxy balances).
-    pub async fn send_to_service(
+    /// The connection for one attempt: nothing to do for HTTP/1.1 (the pooled client connects
+    /// when sending); for h2c the multiplexed connection to the endpoint, or to the Service
+    /// address as resolved by the cluster's DNS.
+    async fn connect(
         &self,
-        authority: &str,
         protocol: AppProtocol,
-        request: Request<Incoming>,
-        host: &HeaderValue,
-        response_header_timeout: Duration,
-    ) -> Result<Response<Incoming>, ProxyError> {
-        let (mut parts, body) = request.into_parts();
-        let path = parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        parts.extensions = http::Extensions::new();
-        let sent = match protocol {
-            AppProtocol::Http1 => {
-                let Some(uri) = authority_uri(authority, &path) else {
-                    return Err(ProxyError::Upstream(
-                        format!("invalid Service address {authority}").into(),
-                    ));
-                };
-                let mut req = Request::new(UpstreamBody::once(body));
-                *req.method_mut() = parts.method;
-                *req.uri_mut() = uri;
-                *req.version_mut() = Version::HTTP_11;
-                *req.headers_mut() = parts.headers;
-                if !req.headers().contains_key(header::HOST) {
-                    req.headers_mut().insert(header::HOST, host.clone());
-                }
-                with_timeout(response_header_timeout, self.send_http1(req)).await
-            }
-            AppProtocol::H2c => {
-                let addr = match tokio::net::lookup_host(authority).await {
-                    Ok(mut addrs) => addrs.next(),
-                    Err(error) => {
-                        return Err(ProxyError::Connect(Box::new(error)));
-                    }
-                };
-                let Some(addr) = addr else {
-                    return Err(ProxyError::Connect(
-                        format!("{authority} resolved to no address").into(),
-                    ));
-                };
-                match self.h2_sender(addr).await {
-                    Err(error) => Err(error),
-                    Ok(sender) => {
-                        let mut req = Request::new(UpstreamBody::once(body));
-                        *req.method_mut() = parts.method;
-                        *req.uri_mut() = authority_uri(host.to_str().unwrap_or(""), &path)
-                            .unwrap_or_else(|| endpoint_uri(addr, &path));
-                        *req.version_mut() = Version::HTTP_2;
-                        *req.headers_mut() = parts.headers;
-                        req.headers_mut().remove(header::HOST);
-                        with_timeout(response_header_timeout, self.send_h2(addr, sender, req)).await
-                    }
-                }
-            }
+        address: Address<'_>,
+    ) -> Result<Conn, AttemptError> {
+        let addr = match (protocol, address) {
+            (AppProtocol::Http1, _) => return Ok(Conn::Http1),
+            (AppProtocol::H2c, Address::Endpoint(addr)) => addr,
+            (AppProtocol::H2c, Address::Service(authority)) => resolve(authority).await?,
         };
-        match sent {
-            Ok(response) => Ok(response),
-            Err(AttemptError::Upstream(e)) => Err(upstream_error(e)),
-            Err(AttemptError::Connect { timeout, error }) => Err(connect_error(timeout, error)),
+        Ok(Conn::H2c(addr, self.h2_sender(addr).await?))
+    }
+
+    /// The one send path: `req` on `conn`, within the response-header timeout.
+    async fn send_on(
+        &self,
+        conn: Conn,
+        req: Request<UpstreamBody>,
+        response_header_timeout: Duration,
+    ) -> Result<Response<Incoming>, AttemptError> {
+        match conn {
+            Conn::Http1 => with_timeout(response_header_timeout, self.send_http1(req)).await,
+            Conn::H2c(addr, sender) => {
+                with_timeout(response_header_timeout, self.send_h2(addr, sender, req)).await
+            }
         }
     }
 
@@ -533,7 +611,7 @@ async fn with_timeout<T>(
 #[error("response header timeout")]
 struct ResponseHeaderTimeout;
 
-fn upstream_error(error: super::error::BoxError) -> ProxyError {
+fn upstream_error(error: BoxError) -> ProxyError {
     if error.is::<ResponseHeaderTimeout>() {
         ProxyError::ResponseHeaderTimeout
     } else {
@@ -541,7 +619,7 @@ fn upstream_error(error: super::error::BoxError) -> ProxyError {
     }
 }
 
-fn connect_error(timeout: bool, error: super::error::BoxError) -> ProxyError {
+fn connect_error(timeout: bool, error: BoxError) -> ProxyError {
     if timeout {
         ProxyError::ConnectTimeout
     } else {

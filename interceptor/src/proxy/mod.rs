@@ -1,55 +1,62 @@
-//! The request path: validate → route → count → forward → stream back.
+//! The request path, as named phases: `check → route → admit → forward → finish`.
 //!
-//! [`Proxy::handle`] is the whole chain for one request, in the order of reference §1.3:
+//! [`Proxy::handle`] runs them in order for one request (compat §1.3); each phase is a plain
+//! function that either hands the next one what it needs or ends the request:
 //!
-//! 1. **validate**: `CONNECT` → 405; an absolute-form HTTP/1 request target → 404 (never an
-//!    open proxy); a missing (HTTP/1.1), repeated or malformed `Host` → 400; both
-//!    `Content-Length` and `Transfer-Encoding` → 400 (detected by [`framing`], since hyper
-//!    drops the Content-Length of such a request). hyper itself answers malformed request
-//!    lines and headers (400), oversized header sections (431) and slow headers (the
-//!    header-read timeout closes the connection).
-//! 2. **route**: one `ArcSwap` load of the [`RouteTable`](crate::routing::RouteTable); no
-//!    match → 404.
-//! 3. **static routes, then count**: a matching static route answers (or forwards when the
-//!    target is ready) without counting; otherwise the route's in-flight guard is taken and
-//!    kept in the response body (or the upgraded connection's splice task) until the response
-//!    has ended.
-//! 4. **cold start** ([`crate::coldstart`]): without a ready endpoint, the placeholder, or a
-//!    bounded hold on the target's ready channel, then the fallback or 504.
-//! 5. **forward** ([`forward`]): pick a ready endpoint, rewrite headers, send with connect
-//!    retries and the response-header timeout, all within the request deadline (504 before
-//!    the response headers; after them the deadline ends the streaming body).
-//! 6. **respond**: hop-by-hop headers removed; `Connection: close` on HTTP/1 while draining;
-//!    `101 Switching Protocols` spliced both ways.
+//! 1. **check** ([`check`]): `CONNECT`, absolute-form targets, `Host` and framing
+//!    validation → the request's host.
+//! 2. **route** (`Proxy::route`): one `ArcSwap` load of the
+//!    [`RouteTable`](crate::routing::RouteTable) (no match → 404), then the static-route
+//!    decision ([`static_route`]): a matching static route answers, or is forwarded uncounted
+//!    when the target is ready.
+//! 3. **admit** ([`admit`]): the route's in-flight guard is taken (kept in the response body
+//!    or the upgraded connection's splice task until the response has ended); without a ready
+//!    endpoint, the placeholder, or a bounded hold on the target's ready channel
+//!    ([`crate::coldstart`]), then the fallback or 504 → the pool to forward to and the
+//!    request's deadline.
+//! 4. **forward** (`Proxy::forward`, [`forward`]): hop-by-hop headers removed,
+//!    `X-Forwarded-*` set, sent to a ready endpoint with connect retries and the
+//!    response-header timeout, all within the request deadline → the upstream response, or
+//!    the two halves of a `101 Switching Protocols` upgrade.
+//! 5. **finish** (`Proxy::finish`): response hop-by-hop headers removed, the cold-start
+//!    header, `Connection: close` on HTTP/1 while draining, the status recorded for the
+//!    metrics; a 101 is spliced both ways; after the response headers the deadline ends the
+//!    streaming body.
 //!
-//! Failures map to status codes in one place, [`ProxyError::status`].
+//! Every response the interceptor makes itself comes from [`respond`], where failures map
+//! to status codes in one place ([`ProxyError::status`]).
 
+pub mod admit;
 pub mod body;
+pub mod check;
 pub mod error;
 pub mod forward;
 pub mod framing;
+pub mod respond;
 pub mod server;
+pub mod static_route;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use http::header::{self, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Version};
+use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use tokio_util::sync::CancellationToken;
+use keda_http_api::interceptor_route::{ResponseMode, StaticResponse};
+use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
-use crate::coldstart::{self, Admission, ColdStart, respond};
-use crate::endpoints::PortLookup;
+use crate::coldstart::ColdStart;
+use crate::lifecycle::Lifecycle;
 use crate::metrics::{MethodLabel, Metrics};
 use crate::routing::{Route, RouteTableHandle};
+use admit::Admit;
 use body::{Completion, ProxyBody};
 pub use error::ProxyError;
 use forward::Upstream;
-use keda_http_api::interceptor_route::ResponseMode;
+use respond::BodySource;
 
 /// Settings of the request path.
 #[derive(Debug, Clone)]
@@ -77,18 +84,26 @@ pub const COLD_START_HEADER: http::HeaderName =
     http::HeaderName::from_static("x-keda-http-cold-start");
 
 /// Shared state of the proxy listeners.
-#[derive(Debug)]
 pub struct Proxy {
     routes: RouteTableHandle,
     cold: Arc<ColdStart>,
+    bodies: Arc<dyn BodySource>,
     upstream: Upstream,
     metrics: Arc<Metrics>,
     settings: ProxySettings,
-    draining: AtomicBool,
-    /// Upgraded (spliced) connections, drained at shutdown.
+    lifecycle: Arc<Lifecycle>,
+    /// Splice tasks of upgraded connections.
     upgraded: TaskTracker,
-    /// Cancelled when the drain deadline passes: ends spliced connections.
-    hard_stop: CancellationToken,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("cold", &self.cold)
+            .field("settings", &self.settings)
+            .field("lifecycle", &self.lifecycle)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A request bound to the proxy: the client's address and whether it arrived over TLS.
@@ -100,39 +115,64 @@ pub struct Peer {
     pub tls: bool,
 }
 
+/// What the route phase decided.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "lives on the stack for one call; boxing the answer would allocate per request"
+)]
+enum Routed {
+    /// Count the request and forward it (after a cold start if needed).
+    Counted(Arc<Route>),
+    /// A `WhenUnavailable` static route whose target is ready: forward without counting.
+    Uncounted(Arc<Route>),
+    /// A static route answered.
+    Answered(Response<ProxyBody>),
+}
+
+/// What the phases before `finish` produced.
+enum Outcome {
+    /// A response the interceptor made itself.
+    Answered(Response<ProxyBody>),
+    /// The upstream response, with what `finish` needs to complete it.
+    Forwarded {
+        response: Response<Incoming>,
+        /// `Some(waited)` for a counted request to its own target; `None` otherwise.
+        cold_start: Option<bool>,
+        deadline: Option<Instant>,
+    },
+    /// `101 Switching Protocols`: send `response`, then splice the two upgraded connections.
+    Upgraded {
+        response: Response<ProxyBody>,
+        client: hyper::upgrade::OnUpgrade,
+        upstream: hyper::upgrade::OnUpgrade,
+    },
+}
+
 impl Proxy {
-    /// A proxy over `routes`.
+    /// A proxy over `routes`, answering placeholders and static routes with `bodies`, and
+    /// following `lifecycle` (draining, hard stop of upgraded connections).
     pub fn new(
         routes: RouteTableHandle,
         cold: Arc<ColdStart>,
+        bodies: Arc<dyn BodySource>,
         metrics: Arc<Metrics>,
         settings: ProxySettings,
+        lifecycle: Arc<Lifecycle>,
     ) -> Self {
         Self {
-            upstream: Upstream::new(settings.connect_timeout, settings.max_idle_per_host),
+            upstream: Upstream::new(
+                settings.connect_timeout,
+                settings.max_idle_per_host,
+                settings.direct_pod_routing,
+            ),
             routes,
             cold,
+            bodies,
             metrics,
             settings,
-            draining: AtomicBool::new(false),
+            lifecycle,
             upgraded: TaskTracker::new(),
-            hard_stop: CancellationToken::new(),
         }
-    }
-
-    /// From now on HTTP/1 responses carry `Connection: close`.
-    pub fn start_draining(&self) {
-        self.draining.store(true, Ordering::Release);
-    }
-
-    /// Whether shutdown has begun.
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Acquire)
-    }
-
-    /// Cold-start state (held requests, bounds).
-    pub fn cold_start(&self) -> &Arc<ColdStart> {
-        &self.cold
     }
 
     /// Upgraded connections still open.
@@ -140,13 +180,7 @@ impl Proxy {
         &self.upgraded
     }
 
-    /// Ends every upgraded connection now.
-    pub fn stop_upgraded(&self) {
-        self.upgraded.close();
-        self.hard_stop.cancel();
-    }
-
-    /// Handles one request end to end.
+    /// Handles one request end to end: the phases in order.
     pub async fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
@@ -158,8 +192,120 @@ impl Proxy {
             completion.log_access(&req, peer.addr.ip());
         }
         let version = req.version();
-        let mut response = match self.route_and_forward(req, peer, &mut completion).await {
-            Ok(Outcome::Response(response)) => response,
+        let outcome = self.phases(req, peer, &mut completion).await;
+        self.finish(outcome, version, completion)
+    }
+
+    /// `check → route → admit → forward`.
+    async fn phases(
+        &self,
+        req: Request<Incoming>,
+        peer: Peer,
+        completion: &mut Completion,
+    ) -> Result<Outcome, ProxyError> {
+        let host_value = check::check(&req)?;
+        // `check` only accepts visible ASCII.
+        let host = host_value
+            .to_str()
+            .map_err(|_| ProxyError::BadRequest("invalid Host"))?;
+        let (route, counted) = match self.route(host, &req, completion)? {
+            Routed::Counted(route) => (route, true),
+            Routed::Uncounted(route) => (route, false),
+            Routed::Answered(response) => return Ok(Outcome::Answered(response)),
+        };
+        let admitted = match self.admit(&route, counted, &req, completion).await? {
+            Admit::Forward(admitted) => admitted,
+            Admit::Answered(response) => return Ok(Outcome::Answered(response)),
+        };
+        self.forward(req, peer, &host_value, admitted).await
+    }
+
+    /// The route phase: one table load, then the static-route decision.
+    fn route(
+        &self,
+        host: &str,
+        req: &Request<Incoming>,
+        completion: &mut Completion,
+    ) -> Result<Routed, ProxyError> {
+        let route = {
+            let table = self.routes.load();
+            let route = table.route(host, req.uri().path(), req.headers());
+            Arc::clone(route.ok_or(ProxyError::NoRoute)?)
+        };
+        completion.set_route(&route.metrics);
+        // Static routes: answered, or forwarded uncounted when ready (compat §1.3 layer 5).
+        let spec = &route.source.spec;
+        let Some(matched) = static_route::static_route(spec, host, req.uri().path(), req.headers())
+        else {
+            return Ok(Routed::Counted(route));
+        };
+        if matched.response_mode.unwrap_or_default() == ResponseMode::Always
+            || !route.pool.has_ready()
+        {
+            let response = self.answer(&matched.response, respond::Kind::Static, &route, req);
+            return Ok(Routed::Answered(response));
+        }
+        Ok(Routed::Uncounted(route))
+    }
+
+    /// The forward phase: rewrite the request headers and send within the deadline.
+    async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        peer: Peer,
+        host: &HeaderValue,
+        admitted: admit::Admitted<'_>,
+    ) -> Result<Outcome, ProxyError> {
+        let upgrade = forward::is_upgrade(req.version(), req.headers());
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        forward::strip_hop_by_hop(req.headers_mut(), upgrade);
+        forward::set_forwarded(req.headers_mut(), peer.addr, host, peer.tls);
+
+        let send = self
+            .upstream
+            .send(admitted.pool, req, host, admitted.response_header_timeout);
+        let mut response = match admitted.deadline {
+            None => send.await?,
+            Some(deadline) => tokio::time::timeout_at(deadline, send)
+                .await
+                .map_err(|_| ProxyError::RequestTimeout)??,
+        };
+        if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+            return Ok(Outcome::Forwarded {
+                response,
+                cold_start: admitted.cold_start,
+                deadline: admitted.deadline,
+            });
+        }
+        let Some(client) = client_upgrade else {
+            return Err(ProxyError::Upstream(
+                "101 without an upgrade request".into(),
+            ));
+        };
+        let upstream = hyper::upgrade::on(&mut response);
+        let (parts, _) = response.into_parts();
+        Ok(Outcome::Upgraded {
+            response: Response::from_parts(parts, ProxyBody::empty()),
+            client,
+            upstream,
+        })
+    }
+
+    /// The finish phase: response header fixups, the status for the metrics, and the
+    /// completion carried by the body (or the splice task of a 101).
+    fn finish(
+        &self,
+        outcome: Result<Outcome, ProxyError>,
+        version: Version,
+        mut completion: Completion,
+    ) -> Response<ProxyBody> {
+        let mut response = match outcome {
+            Ok(Outcome::Answered(response)) => response,
+            Ok(Outcome::Forwarded {
+                response,
+                cold_start,
+                deadline,
+            }) => self.upstream_response(response, cold_start, deadline),
             Ok(Outcome::Upgraded {
                 response,
                 client,
@@ -175,7 +321,7 @@ impl Proxy {
             }
         };
         completion.set_code(response.status().as_u16());
-        if self.is_draining() && version < Version::HTTP_2 {
+        if self.lifecycle.is_draining() && version < Version::HTTP_2 {
             response
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -183,174 +329,14 @@ impl Proxy {
         response.map(|body| body.with_completion(completion))
     }
 
-    async fn route_and_forward(
+    /// An upstream response as the client gets it: hop-by-hop headers removed, the
+    /// cold-start header when enabled, and the body ended by the request deadline.
+    fn upstream_response(
         &self,
-        mut req: Request<Incoming>,
-        peer: Peer,
-        completion: &mut Completion,
-    ) -> Result<Outcome, ProxyError> {
-        if req.method() == Method::CONNECT {
-            return Err(ProxyError::MethodNotAllowed);
-        }
-        let version = req.version();
-        if version < Version::HTTP_2 && req.uri().scheme().is_some() {
-            // Absolute-form target: we are not a forward proxy.
-            return Err(ProxyError::NoRoute);
-        }
-        if req
-            .extensions()
-            .get::<framing::AmbiguousFraming>()
-            .is_some()
-            || (req.headers().contains_key(header::CONTENT_LENGTH)
-                && req.headers().contains_key(header::TRANSFER_ENCODING))
-        {
-            return Err(ProxyError::BadRequest(
-                "both Content-Length and Transfer-Encoding",
-            ));
-        }
-        let host_value = request_host(&req)?;
-        // request_host only accepts visible ASCII.
-        let host = host_value
-            .to_str()
-            .map_err(|_| ProxyError::BadRequest("invalid Host"))?;
-        let route = {
-            let table = self.routes.load();
-            match table.route(host, req.uri().path(), req.headers()) {
-                Some(route) => Arc::clone(route),
-                None => return Err(ProxyError::NoRoute),
-            }
-        };
-        completion.set_route(&route.metrics);
-
-        // Static routes: answered, or forwarded when ready, without counting (§1.3 layer 5).
-        let mut counted = true;
-        if let Some(static_route) =
-            respond::static_route(&route.source.spec, host, req.uri().path(), req.headers())
-        {
-            let mode = static_route.response_mode.unwrap_or_default();
-            if mode == ResponseMode::Always || !route.pool.has_ready() {
-                return Ok(Outcome::Response(self.answer(
-                    &static_route.response,
-                    respond::Kind::Static,
-                    &route,
-                    &req,
-                )));
-            }
-            counted = false;
-        }
-        if counted {
-            completion.count(route.counters.enter());
-        }
-
-        let timeouts = route.source.spec.timeouts.as_ref();
-        let request_timeout = timeouts
-            .and_then(|t| t.request)
-            .map_or(self.settings.request_timeout, |d| d.as_duration());
-        let response_header_timeout = timeouts
-            .and_then(|t| t.response_header)
-            .map_or(self.settings.response_header_timeout, |d| d.as_duration());
-        let deadline =
-            (!request_timeout.is_zero()).then(|| tokio::time::Instant::now() + request_timeout);
-
-        // Cold start (§1.3 layers 7 and 8): placeholder, hold until ready, fallback.
-        let mut pool = &route.pool;
-        let mut cold_start: Option<bool> = None;
-        if counted {
-            if pool.current().service_port == PortLookup::Missing {
-                return Err(ProxyError::UnknownPort(route.target.to_string()));
-            }
-            if pool.has_ready() {
-                cold_start = Some(false);
-            } else {
-                match self.cold.admit(&route) {
-                    Admission::Placeholder => {
-                        let placeholder = route
-                            .source
-                            .spec
-                            .cold_start
-                            .as_ref()
-                            .and_then(|c| c.placeholder.as_ref());
-                        let Some(placeholder) = placeholder else {
-                            return Err(ProxyError::HoldQueueFull);
-                        };
-                        return Ok(Outcome::Response(self.answer(
-                            &placeholder.response,
-                            respond::Kind::Placeholder,
-                            &route,
-                            &req,
-                        )));
-                    }
-                    Admission::Reject => return Err(ProxyError::HoldQueueFull),
-                    Admission::Hold(hold) => {
-                        let readiness = self.cold.readiness_timeout(&route.source.spec);
-                        let until = coldstart::earliest(
-                            deadline,
-                            (!readiness.is_zero()).then(|| tokio::time::Instant::now() + readiness),
-                        );
-                        let ready = coldstart::wait_ready(pool, until).await;
-                        drop(hold);
-                        if ready {
-                            cold_start = Some(true);
-                        } else if let Some(fallback) = &route.fallback {
-                            if deadline.is_some_and(|d| d <= tokio::time::Instant::now()) {
-                                return Err(ProxyError::RequestTimeout);
-                            }
-                            if fallback.current().service_port == PortLookup::Missing {
-                                return Err(ProxyError::UnknownPort(fallback.target().to_string()));
-                            }
-                            pool = fallback;
-                        } else {
-                            return Err(ProxyError::ColdStartTimeout);
-                        }
-                    }
-                }
-            }
-        }
-
-        let upgrade = forward::is_upgrade(version, req.headers());
-        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-        forward::strip_hop_by_hop(req.headers_mut(), upgrade);
-        forward::set_forwarded(req.headers_mut(), peer.addr, &host_value, peer.tls);
-
-        let send = async {
-            if self.settings.direct_pod_routing {
-                self.upstream
-                    .send(pool, req, &host_value, response_header_timeout)
-                    .await
-            } else {
-                let authority = service_authority(pool)?;
-                self.upstream
-                    .send_to_service(
-                        &authority,
-                        pool.app_protocol(),
-                        req,
-                        &host_value,
-                        response_header_timeout,
-                    )
-                    .await
-            }
-        };
-        let mut response = match deadline {
-            None => send.await?,
-            Some(deadline) => tokio::time::timeout_at(deadline, send)
-                .await
-                .map_err(|_| ProxyError::RequestTimeout)??,
-        };
-
-        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-            let Some(client) = client_upgrade else {
-                return Err(ProxyError::Upstream(
-                    "101 without an upgrade request".into(),
-                ));
-            };
-            let upstream = hyper::upgrade::on(&mut response);
-            let (parts, _) = response.into_parts();
-            return Ok(Outcome::Upgraded {
-                response: Response::from_parts(parts, ProxyBody::empty()),
-                client,
-                upstream,
-            });
-        }
+        mut response: Response<Incoming>,
+        cold_start: Option<bool>,
+        deadline: Option<Instant>,
+    ) -> Response<ProxyBody> {
         forward::strip_hop_by_hop(response.headers_mut(), false);
         if self.settings.cold_start_header
             && let Some(cold) = cold_start
@@ -360,19 +346,19 @@ impl Proxy {
                 HeaderValue::from_static(if cold { "true" } else { "false" }),
             );
         }
-        Ok(Outcome::Response(response.map(|body| {
+        response.map(|body| {
             let body = ProxyBody::upstream(body);
             match deadline {
                 Some(deadline) => body.with_deadline(deadline),
                 None => body,
             }
-        })))
+        })
     }
 
     /// A placeholder or static response for `req` on `route`.
     fn answer<B>(
         &self,
-        response: &keda_http_api::interceptor_route::StaticResponse,
+        response: &StaticResponse,
         kind: respond::Kind,
         route: &Route,
         req: &Request<B>,
@@ -383,7 +369,7 @@ impl Proxy {
             &route.source.namespace,
             req.uri().path(),
             req.headers().get(header::ACCEPT),
-            self.cold.bodies(),
+            &*self.bodies,
         )
     }
 
@@ -395,7 +381,7 @@ impl Proxy {
         upstream: hyper::upgrade::OnUpgrade,
         completion: Completion,
     ) {
-        let stop = self.hard_stop.clone();
+        let stop = self.lifecycle.hard_stop_signal();
         self.upgraded.spawn(async move {
             let _completion = completion;
             let (client, upstream) = match tokio::join!(client, upstream) {
@@ -417,78 +403,4 @@ impl Proxy {
             }
         });
     }
-}
-
-/// What forwarding produced.
-enum Outcome {
-    /// A response to stream back.
-    Response(Response<ProxyBody>),
-    /// `101 Switching Protocols`: send `response`, then splice the two upgraded connections.
-    Upgraded {
-        response: Response<ProxyBody>,
-        client: hyper::upgrade::OnUpgrade,
-        upstream: hyper::upgrade::OnUpgrade,
-    },
-}
-
-/// `<service>.<namespace>:<port>` of a pool's target: the Service port the target resolved
-/// to, else the target's own port number.
-fn service_authority(pool: &crate::endpoints::Pool) -> Result<String, ProxyError> {
-    let target = pool.target();
-    let port = match (pool.current().service_port, &target.port) {
-        (PortLookup::Port(port), _) => i32::from(port),
-        (_, crate::endpoints::TargetPort::Number(port)) => *port,
-        (_, crate::endpoints::TargetPort::Name(_)) => {
-            return Err(ProxyError::UnknownPort(target.to_string()));
-        }
-    };
-    Ok(format!("{}.{}:{port}", target.service, target.namespace))
-}
-
-/// The request's host: `Host` for HTTP/1 (required for 1.1, at most one), else the URI
-/// authority (h2 `:authority`), else `Host`. Only RFC 3986 authority characters are allowed.
-fn request_host(req: &Request<Incoming>) -> Result<HeaderValue, ProxyError> {
-    let mut hosts = req.headers().get_all(header::HOST).iter();
-    let header_host = hosts.next();
-    if hosts.next().is_some() {
-        return Err(ProxyError::BadRequest("repeated Host"));
-    }
-    let host = match (req.version(), header_host, req.uri().authority()) {
-        (Version::HTTP_2 | Version::HTTP_3, _, Some(authority)) => {
-            HeaderValue::from_str(authority.as_str())
-                .map_err(|_| ProxyError::BadRequest("invalid Host"))?
-        }
-        (_, Some(h), _) => h.clone(),
-        (Version::HTTP_10 | Version::HTTP_09, None, _) => HeaderValue::from_static(""),
-        _ => return Err(ProxyError::BadRequest("missing Host")),
-    };
-    if !host.as_bytes().iter().all(|&b| is_authority_byte(b)) {
-        return Err(ProxyError::BadRequest("invalid Host"));
-    }
-    Ok(host)
-}
-
-fn is_authority_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'-' | b'.'
-                | b'_'
-                | b'~'
-                | b'!'
-                | b'$'
-                | b'&'
-                | b'\''
-                | b'('
-                | b')'
-                | b'*'
-                | b'+'
-                | b','
-                | b';'
-                | b'='
-                | b':'
-                | b'['
-                | b']'
-                | b'%'
-        )
 }

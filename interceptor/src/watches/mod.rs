@@ -1,5 +1,5 @@
 //! The Kubernetes side: kube-rs watchers and reflectors feeding the routing table, the ready
-//! endpoints and the ConfigMap response bodies (reference §1.7).
+//! endpoints and the ConfigMap response bodies (compat §1.7).
 //!
 //! Watched (all limited to `KEDA_HTTP_WATCH_NAMESPACE` when set, all with the watcher's default
 //! backoff and `managedFields` trimmed):
@@ -13,6 +13,9 @@
 //! - EndpointSlices labelled `kubernetes.io/service-name` and Services: see [`endpoints`].
 //! - ConfigMaps labelled `http.keda.sh/response-body=true`: bodies of placeholders and static
 //!   responses ([`KubeBodies`]).
+//!
+//! Each watched kind is a small `WatchSpec` (kind, label selector, store, what a change
+//! means) started by the same loop; the namespace scope is common to all.
 //!
 //! The first table is installed once every store has completed its first list, so `/readyz`
 //! turns 200 only after a full sync. While a watch is down (closed, 5xx, 410 and relist) the
@@ -38,7 +41,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::coldstart::{BodyLookup, BodySource};
+use crate::proxy::respond::{BodyLookup, BodySource};
 use crate::routing::RouteTableHandle;
 pub use endpoints::{KubeEndpoints, SERVICE_NAME_LABEL};
 
@@ -59,11 +62,12 @@ pub struct KubeWatches {
         Store<HTTPScaledObject>,
         reflector::store::Writer<HTTPScaledObject>,
     ),
-    slices: Option<reflector::store::Writer<EndpointSlice>>,
-    services: Option<reflector::store::Writer<Service>>,
-    configmaps: Option<reflector::store::Writer<ConfigMap>>,
-    slice_store: Store<EndpointSlice>,
-    service_store: Store<Service>,
+    slices: (
+        Store<EndpointSlice>,
+        reflector::store::Writer<EndpointSlice>,
+    ),
+    services: (Store<Service>, reflector::store::Writer<Service>),
+    configmaps: reflector::store::Writer<ConfigMap>,
     endpoints: Arc<KubeEndpoints>,
     bodies: Arc<KubeBodies>,
 }
@@ -91,11 +95,9 @@ impl KubeWatches {
             namespace: (!namespace.is_empty()).then(|| namespace.to_owned()),
             routes: reflector::store(),
             httpsos: reflector::store(),
-            slices: Some(slices),
-            services: Some(services),
-            configmaps: Some(configmaps),
-            slice_store,
-            service_store,
+            slices: (slice_store, slices),
+            services: (service_store, services),
+            configmaps,
             endpoints,
             bodies: Arc::new(KubeBodies(cm_store)),
         }
@@ -112,135 +114,60 @@ impl KubeWatches {
     }
 
     /// Starts every watch and the route-table task; they run until `stop` is cancelled.
-    pub fn spawn(mut self, routes_handle: RouteTableHandle, stop: CancellationToken) {
+    pub fn spawn(self, routes_handle: RouteTableHandle, stop: CancellationToken) {
+        let Self {
+            client,
+            namespace,
+            routes: (ir_store, ir_writer),
+            httpsos: (so_store, so_writer),
+            slices: (slice_store, slice_writer),
+            services: (service_store, service_writer),
+            configmaps,
+            endpoints,
+            bodies,
+        } = self;
         let (dirty_tx, dirty_rx) = watch::channel(0u64);
-        let dirty_tx = Arc::new(dirty_tx);
-
-        let ir_api: Api<InterceptorRoute> = self.api();
-        let (ir_store, ir_writer) = self.routes;
-        let mark = Arc::clone(&dirty_tx);
-        spawn_watch(
-            "interceptorroutes",
-            ir_api,
-            watcher::Config::default(),
-            ir_writer,
-            stop.clone(),
-            move |change| {
-                if matches!(change, Change::Object(_) | Change::Synced) {
-                    mark.send_modify(|n| *n += 1);
-                }
-            },
-        );
-
-        let so_api: Api<HTTPScaledObject> = Self::api_of(&self.client, self.namespace.as_deref());
-        let (so_store, so_writer) = self.httpsos;
-        let mark = Arc::clone(&dirty_tx);
+        let dirty = Arc::new(dirty_tx);
         // HTTPScaledObject is deprecated: a cluster without its CRD must not keep us unready.
-        let (so_missing_tx, mut so_missing) = watch::channel(false);
-        spawn_watch(
-            "httpscaledobjects",
-            so_api,
-            watcher::Config::default(),
-            so_writer,
-            stop.clone(),
-            move |change| match change {
-                Change::Init => {}
-                Change::Failed(error) => {
-                    if is_not_found(error) {
-                        so_missing_tx.send_replace(true);
-                    }
-                }
-                Change::Object(_) | Change::Synced => {
-                    mark.send_modify(|n| *n += 1);
-                }
-            },
-        );
-
-        let endpoints = Arc::clone(&self.endpoints);
-        if let Some(writer) = self.slices.take() {
-            let api: Api<EndpointSlice> = Self::api_of(&self.client, self.namespace.as_deref());
-            spawn_watch(
+        let (so_missing_tx, so_missing) = watch::channel(false);
+        let specs: [Box<dyn StartWatch>; 5] = [
+            WatchSpec::boxed("interceptorroutes", ir_writer, mark_dirty(&dirty)),
+            WatchSpec::boxed(
+                "httpscaledobjects",
+                so_writer,
+                httpsos_changed(&dirty, so_missing_tx),
+            ),
+            WatchSpec::boxed(
                 "endpointslices",
-                api,
-                watcher::Config::default().labels(SERVICE_NAME_LABEL),
-                writer,
-                stop.clone(),
-                move |change: Change<'_, EndpointSlice>| match change {
-                    Change::Object(slice) => {
-                        if let (Some(ns), Some(svc)) = (
-                            slice.metadata.namespace.as_deref(),
-                            slice.labels().get(SERVICE_NAME_LABEL),
-                        ) {
-                            endpoints.refresh_service(ns, svc);
-                        }
-                    }
-                    Change::Synced => endpoints.refresh_all(),
-                    Change::Init | Change::Failed(_) => {}
-                },
-            );
-        }
-        let endpoints = Arc::clone(&self.endpoints);
-        if let Some(writer) = self.services.take() {
-            let api: Api<Service> = Self::api_of(&self.client, self.namespace.as_deref());
-            spawn_watch(
+                slice_writer,
+                slice_changed(Arc::clone(&endpoints)),
+            )
+            .labels(SERVICE_NAME_LABEL),
+            WatchSpec::boxed(
                 "services",
-                api,
-                watcher::Config::default(),
-                writer,
-                stop.clone(),
-                move |change: Change<'_, Service>| match change {
-                    Change::Object(svc) => {
-                        if let (Some(ns), Some(name)) = (
-                            svc.metadata.namespace.as_deref(),
-                            svc.metadata.name.as_deref(),
-                        ) {
-                            endpoints.refresh_service(ns, name);
-                        }
-                    }
-                    Change::Synced => endpoints.refresh_all(),
-                    Change::Init | Change::Failed(_) => {}
-                },
-            );
-        }
-        if let Some(writer) = self.configmaps.take() {
-            let api: Api<ConfigMap> = Self::api_of(&self.client, self.namespace.as_deref());
-            spawn_watch(
-                "configmaps",
-                api,
-                watcher::Config::default().labels(&format!("{RESPONSE_BODY_LABEL}=true")),
-                writer,
-                stop.clone(),
-                |_| {},
-            );
+                service_writer,
+                service_changed(Arc::clone(&endpoints)),
+            ),
+            WatchSpec::boxed("configmaps", configmaps, |_: Change<'_, ConfigMap>| {})
+                .labels(&format!("{RESPONSE_BODY_LABEL}=true")),
+        ];
+        let scope = Scope {
+            client,
+            namespace,
+            stop: stop.clone(),
+        };
+        for spec in specs {
+            spec.start(&scope);
         }
 
-        let stores_ready = {
-            let (a, b, c, d, e) = (
-                ir_store.clone(),
-                so_store.clone(),
-                self.slice_store.clone(),
-                self.service_store.clone(),
-                self.bodies.0.clone(),
-            );
-            async move {
-                let httpsos_ready = async {
-                    tokio::select! {
-                        ready = b.wait_until_ready() => ready.is_ok(),
-                        missing = so_missing.wait_for(|m| *m) => {
-                            if missing.is_ok() {
-                                tracing::warn!("HTTPScaledObjects cannot be listed (CRD not installed?); routing InterceptorRoutes only until they can");
-                            }
-                            missing.is_ok()
-                        }
-                    }
-                };
-                a.wait_until_ready().await.is_ok()
-                    && httpsos_ready.await
-                    && c.wait_until_ready().await.is_ok()
-                    && d.wait_until_ready().await.is_ok()
-                    && e.wait_until_ready().await.is_ok()
-            }
-        };
+        let stores_ready = all_synced(
+            ir_store.clone(),
+            so_store.clone(),
+            so_missing,
+            slice_store,
+            service_store,
+            bodies.0.clone(),
+        );
         tokio::spawn(route_table_task(
             ir_store,
             so_store,
@@ -249,25 +176,6 @@ impl KubeWatches {
             stores_ready,
             stop,
         ));
-    }
-
-    fn api<K>(&self) -> Api<K>
-    where
-        K: Resource<Scope = kube::core::NamespaceResourceScope>,
-        K::DynamicType: Default,
-    {
-        Self::api_of(&self.client, self.namespace.as_deref())
-    }
-
-    fn api_of<K>(client: &Client, namespace: Option<&str>) -> Api<K>
-    where
-        K: Resource<Scope = kube::core::NamespaceResourceScope>,
-        K::DynamicType: Default,
-    {
-        match namespace {
-            Some(ns) => Api::namespaced(client.clone(), ns),
-            None => Api::all(client.clone()),
-        }
     }
 }
 
@@ -283,18 +191,192 @@ enum Change<'a, K> {
     Failed(&'a watcher::Error),
 }
 
-fn spawn_watch<K, F>(
+/// What reacts to one kind's changes.
+type OnChange<K> = Box<dyn FnMut(Change<'_, K>) + Send>;
+
+/// What every watched kind is: a namespaced resource the watcher and reflector can handle.
+trait Watched:
+    Resource<
+        Scope = kube::core::NamespaceResourceScope,
+        DynamicType: Clone + Default + Eq + std::hash::Hash + Send + Sync,
+    > + Clone
+    + DeserializeOwned
+    + Debug
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> Watched for K where
+    K: Resource<
+            Scope = kube::core::NamespaceResourceScope,
+            DynamicType: Clone + Default + Eq + std::hash::Hash + Send + Sync,
+        > + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// One watched kind: its name in logs, label selector, store and what a change means.
+struct WatchSpec<K: Watched> {
     kind: &'static str,
-    api: Api<K>,
     config: watcher::Config,
     writer: reflector::store::Writer<K>,
+    on_change: OnChange<K>,
+}
+
+impl<K: Watched> WatchSpec<K> {
+    /// Every object of the kind in the scope.
+    fn boxed(
+        kind: &'static str,
+        writer: reflector::store::Writer<K>,
+        on_change: impl FnMut(Change<'_, K>) + Send + 'static,
+    ) -> Box<Self> {
+        Box::new(Self {
+            kind,
+            config: watcher::Config::default(),
+            writer,
+            on_change: Box::new(on_change),
+        })
+    }
+
+    /// Only objects matching the label selector.
+    fn labels(mut self: Box<Self>, selector: &str) -> Box<Self> {
+        self.config = self.config.labels(selector);
+        self
+    }
+}
+
+/// Where the watches run: the client, the namespace scope (all when `None`), the stop signal.
+struct Scope {
+    client: Client,
+    namespace: Option<String>,
     stop: CancellationToken,
-    mut on_change: F,
-) where
-    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-    K::DynamicType: Clone + Default + Eq + std::hash::Hash + Send + Sync,
-    F: FnMut(Change<'_, K>) + Send + 'static,
-{
+}
+
+impl Scope {
+    fn api<K: Watched>(&self) -> Api<K> {
+        match &self.namespace {
+            Some(ns) => Api::namespaced(self.client.clone(), ns),
+            None => Api::all(self.client.clone()),
+        }
+    }
+}
+
+/// A [`WatchSpec`] of any kind, started by the one loop in [`KubeWatches::spawn`].
+trait StartWatch {
+    fn start(self: Box<Self>, scope: &Scope);
+}
+
+impl<K: Watched> StartWatch for WatchSpec<K> {
+    fn start(self: Box<Self>, scope: &Scope) {
+        spawn_watch(scope.api(), *self, scope.stop.clone());
+    }
+}
+
+/// Routes: any change or completed list marks the table dirty.
+fn mark_dirty<K>(dirty: &Arc<watch::Sender<u64>>) -> impl FnMut(Change<'_, K>) + Send + 'static {
+    let dirty = Arc::clone(dirty);
+    move |change| {
+        if matches!(change, Change::Object(_) | Change::Synced) {
+            dirty.send_modify(|n| *n += 1);
+        }
+    }
+}
+
+/// HTTPScaledObjects: as routes, and a 404 (no CRD) is reported on `missing`.
+fn httpsos_changed(
+    dirty: &Arc<watch::Sender<u64>>,
+    missing: watch::Sender<bool>,
+) -> impl FnMut(Change<'_, HTTPScaledObject>) + Send + 'static {
+    let mut mark = mark_dirty(dirty);
+    move |change| match change {
+        Change::Failed(error) => {
+            if is_not_found(error) {
+                missing.send_replace(true);
+            }
+        }
+        change => mark(change),
+    }
+}
+
+/// EndpointSlices: the slice's Service is refreshed; a completed list refreshes all.
+fn slice_changed(
+    endpoints: Arc<KubeEndpoints>,
+) -> impl FnMut(Change<'_, EndpointSlice>) + Send + 'static {
+    move |change| match change {
+        Change::Object(slice) => {
+            if let (Some(ns), Some(svc)) = (
+                slice.metadata.namespace.as_deref(),
+                slice.labels().get(SERVICE_NAME_LABEL),
+            ) {
+                endpoints.refresh_service(ns, svc);
+            }
+        }
+        Change::Synced => endpoints.refresh_all(),
+        Change::Init | Change::Failed(_) => {}
+    }
+}
+
+/// Services (port names, `appProtocol`): that Service is refreshed; a completed list
+/// refreshes all.
+fn service_changed(
+    endpoints: Arc<KubeEndpoints>,
+) -> impl FnMut(Change<'_, Service>) + Send + 'static {
+    move |change| match change {
+        Change::Object(svc) => {
+            if let (Some(ns), Some(name)) = (
+                svc.metadata.namespace.as_deref(),
+                svc.metadata.name.as_deref(),
+            ) {
+                endpoints.refresh_service(ns, name);
+            }
+        }
+        Change::Synced => endpoints.refresh_all(),
+        Change::Init | Change::Failed(_) => {}
+    }
+}
+
+/// Resolves true once every store has completed its first list; HTTPScaledObjects count as
+/// synced when their CRD is missing (with a warning).
+async fn all_synced(
+    routes: Store<InterceptorRoute>,
+    httpsos: Store<HTTPScaledObject>,
+    mut httpsos_missing: watch::Receiver<bool>,
+    slices: Store<EndpointSlice>,
+    services: Store<Service>,
+    configmaps: Store<ConfigMap>,
+) -> bool {
+    let httpsos_ready = async {
+        tokio::select! {
+            ready = httpsos.wait_until_ready() => ready.is_ok(),
+            missing = httpsos_missing.wait_for(|m| *m) => {
+                if missing.is_ok() {
+                    tracing::warn!("HTTPScaledObjects cannot be listed (CRD not installed?); routing InterceptorRoutes only until they can");
+                }
+                missing.is_ok()
+            }
+        }
+    };
+    routes.wait_until_ready().await.is_ok()
+        && httpsos_ready.await
+        && slices.wait_until_ready().await.is_ok()
+        && services.wait_until_ready().await.is_ok()
+        && configmaps.wait_until_ready().await.is_ok()
+}
+
+/// Runs one watch: reflects `spec`'s kind into its store and reports each change.
+fn spawn_watch<K: Watched>(api: Api<K>, spec: WatchSpec<K>, stop: CancellationToken) {
+    let WatchSpec {
+        kind,
+        config,
+        writer,
+        mut on_change,
+    } = spec;
     let stream = reflector::reflector(
         writer,
         watcher(api, config)

@@ -1,16 +1,68 @@
-//! Responses the interceptor answers itself: placeholders and static routes (reference §2.1
-//! `StaticResponse`, §1.4 for the ConfigMap error cases), and static-route matching.
+//! Every response the interceptor makes itself, in one place: the error responses (the one
+//! mapping from [`ProxyError`] to a status code, compat §1.4), cold-start placeholders
+//! (including the answer to a full hold queue with `overflow: Placeholder`) and static-route
+//! responses (compat §2.1 `StaticResponse`), with their `bodyFromConfigMap` bodies
+//! ([`BodySource`]).
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
-use keda_http_api::interceptor_route::{
-    InterceptorRouteSpec, RoutingRule, StaticResponse, StaticRoute,
-};
+use keda_http_api::interceptor_route::{ConfigMapBodyRef, StaticResponse};
 
-use crate::proxy::body::ProxyBody;
-use crate::proxy::error::status_response;
-use crate::routing::strip_port;
+use super::body::ProxyBody;
+use super::error::ProxyError;
+
+impl ProxyError {
+    /// The status code the client sees.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::NoRoute => StatusCode::NOT_FOUND,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::NoReadyEndpoint(_) | Self::HoldQueueFull => StatusCode::SERVICE_UNAVAILABLE,
+            Self::UnknownPort(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Connect(_) | Self::Upstream(_) => StatusCode::BAD_GATEWAY,
+            Self::ConnectTimeout
+            | Self::ResponseHeaderTimeout
+            | Self::RequestTimeout
+            | Self::ColdStartTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The response: status, `text/plain` body `"<Status Text>\n"` as Go's `http.Error` writes.
+    pub fn into_response(self) -> Response<ProxyBody> {
+        status_response(self.status())
+    }
+}
+
+/// A plain-text response for `status`, as Go's `http.Error(w, StatusText(code), code)`.
+pub fn status_response(status: StatusCode) -> Response<ProxyBody> {
+    let text = status.canonical_reason().unwrap_or("Error");
+    let mut body = String::with_capacity(text.len() + 1);
+    body.push_str(text);
+    body.push('\n');
+    let mut response = Response::new(ProxyBody::full(Bytes::from(body)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        headers.insert(
+            header::ALLOW,
+            HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE"),
+        );
+    }
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
+}
 
 /// The result of looking up a ConfigMap body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,64 +89,6 @@ impl BodySource for NoBodies {
     fn lookup(&self, _: &str, _: &str, _: &str) -> BodyLookup {
         BodyLookup::NoConfigMap
     }
-}
-
-/// The first static route of `spec` with a rule matching the request (list order).
-pub fn static_route<'a>(
-    spec: &'a InterceptorRouteSpec,
-    host: &str,
-    path: &str,
-    headers: &HeaderMap,
-) -> Option<&'a StaticRoute> {
-    spec.static_routes.iter().find(|route| {
-        route
-            .rules
-            .iter()
-            .any(|rule| rule_matches(rule, host, path, headers))
-    })
-}
-
-/// Whether one routing rule matches; empty fields match everything. Hosts: exact
-/// (case-insensitive, ports ignored), `*.suffix` (not the apex), `*` or empty. Paths:
-/// segment-aware prefixes. Headers: all present, valued ones equal to one of the values.
-pub fn rule_matches(rule: &RoutingRule, host: &str, path: &str, headers: &HeaderMap) -> bool {
-    let host = strip_port(host);
-    let host_ok = rule.hosts.is_empty()
-        || rule.hosts.iter().any(|h| {
-            let h = strip_port(h);
-            if h.is_empty() || h == "*" {
-                true
-            } else if let Some(suffix) = h.strip_prefix("*.") {
-                host.len() > suffix.len() + 1
-                    && host
-                        .get(host.len() - suffix.len()..)
-                        .is_some_and(|tail| tail.eq_ignore_ascii_case(suffix))
-                    && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'
-            } else {
-                h.eq_ignore_ascii_case(host)
-            }
-        });
-    let trimmed = path.trim_matches('/');
-    let path_ok = rule.paths.is_empty()
-        || rule.paths.iter().any(|p| {
-            let prefix = p.value.trim_matches('/');
-            prefix.is_empty()
-                || trimmed == prefix
-                || trimmed
-                    .strip_prefix(prefix)
-                    .is_some_and(|rest| rest.starts_with('/'))
-        });
-    let headers_ok = rule.headers.iter().all(|m| {
-        let Ok(name) = HeaderName::from_bytes(m.name.as_bytes()) else {
-            return false;
-        };
-        let mut values = headers.get_all(&name).iter().peekable();
-        match &m.value {
-            None => values.peek().is_some(),
-            Some(want) => values.any(|v| v.as_bytes() == want.as_bytes()),
-        }
-    });
-    host_ok && path_ok && headers_ok
 }
 
 /// What kind of interceptor-made response this is.
@@ -124,46 +118,9 @@ pub fn respond(
         .and_then(|c| u16::try_from(c).ok())
         .and_then(|c| StatusCode::from_u16(c).ok())
         .unwrap_or(default);
-    let mut content_type: Option<&'static str> = None;
-    let body = if let Some(body) = &response.body {
-        content_type = Some("text/plain; charset=utf-8");
-        Bytes::from(body.clone())
-    } else if let Some(cm) = &response.body_from_config_map {
-        let (key, explicit) = match &cm.key {
-            Some(key) => (key.clone(), true),
-            None => {
-                let key = path.trim_start_matches('/');
-                (
-                    if key.is_empty() {
-                        "index.html".to_owned()
-                    } else {
-                        key.to_owned()
-                    },
-                    false,
-                )
-            }
-        };
-        match bodies.lookup(namespace, &cm.name, &key) {
-            BodyLookup::Found(bytes) => {
-                content_type = Some(content_type_of(&key));
-                bytes
-            }
-            BodyLookup::NoKey if !explicit => Bytes::new(),
-            BodyLookup::NoConfigMap | BodyLookup::NoKey => {
-                tracing::warn!(namespace, configmap = %cm.name, %key, "response body not found");
-                return status_response(StatusCode::INTERNAL_SERVER_ERROR);
-            }
-        }
-    } else if kind == Kind::Placeholder {
-        if prefers_html(accept) {
-            content_type = Some("text/html; charset=utf-8");
-            Bytes::from_static(STARTING_PAGE.as_bytes())
-        } else {
-            content_type = Some("text/plain; charset=utf-8");
-            Bytes::from_static(STARTING_TEXT.as_bytes())
-        }
-    } else {
-        Bytes::new()
+    let Some((body, content_type)) = body_of(response, kind, namespace, path, accept, bodies)
+    else {
+        return status_response(StatusCode::INTERNAL_SERVER_ERROR);
     };
     let mut out = Response::new(ProxyBody::full(body));
     *out.status_mut() = status;
@@ -189,6 +146,60 @@ pub fn respond(
         }
     }
     out
+}
+
+/// The body of a static or placeholder response and its Content-Type: the inline body, the
+/// ConfigMap body, the default "starting up" text or page of a placeholder, else empty.
+/// `None` when a named ConfigMap body is missing (the caller answers 500).
+fn body_of(
+    response: &StaticResponse,
+    kind: Kind,
+    namespace: &str,
+    path: &str,
+    accept: Option<&HeaderValue>,
+    bodies: &dyn BodySource,
+) -> Option<(Bytes, Option<&'static str>)> {
+    const PLAIN: &str = "text/plain; charset=utf-8";
+    if let Some(body) = &response.body {
+        return Some((Bytes::from(body.clone()), Some(PLAIN)));
+    }
+    if let Some(cm) = &response.body_from_config_map {
+        return configmap_body(cm, namespace, path, bodies);
+    }
+    Some(match kind {
+        Kind::Placeholder if prefers_html(accept) => (
+            Bytes::from_static(STARTING_PAGE.as_bytes()),
+            Some("text/html; charset=utf-8"),
+        ),
+        Kind::Placeholder => (Bytes::from_static(STARTING_TEXT.as_bytes()), Some(PLAIN)),
+        Kind::Static => (Bytes::new(), None),
+    })
+}
+
+/// A `bodyFromConfigMap` body: the explicit key (must exist), else the request path
+/// (`index.html` for `/`; a missing derived key gives an empty body).
+fn configmap_body(
+    cm: &ConfigMapBodyRef,
+    namespace: &str,
+    path: &str,
+    bodies: &dyn BodySource,
+) -> Option<(Bytes, Option<&'static str>)> {
+    let (key, explicit) = match &cm.key {
+        Some(key) => (key.clone(), true),
+        None => {
+            let key = path.trim_start_matches('/');
+            let key = if key.is_empty() { "index.html" } else { key };
+            (key.to_owned(), false)
+        }
+    };
+    match bodies.lookup(namespace, &cm.name, &key) {
+        BodyLookup::Found(bytes) => Some((bytes, Some(content_type_of(&key)))),
+        BodyLookup::NoKey if !explicit => Some((Bytes::new(), None)),
+        BodyLookup::NoConfigMap | BodyLookup::NoKey => {
+            tracing::warn!(namespace, configmap = %cm.name, %key, "response body not found");
+            None
+        }
+    }
 }
 
 /// Plain-text placeholder body when none is configured.
@@ -252,10 +263,11 @@ pub fn content_type_of(key: &str) -> &'static str {
 mod tests {
     use std::collections::BTreeMap;
 
+    use http::HeaderMap;
     use http_body_util::BodyExt;
-    use keda_http_api::interceptor_route::{ConfigMapBodyRef, HeaderMatch, PathMatch};
 
     use super::*;
+    use crate::proxy::error::BoxError;
 
     struct OneMap;
     impl BodySource for OneMap {
@@ -374,35 +386,78 @@ mod tests {
         assert!(!prefers_html(None));
     }
 
+    fn io() -> BoxError {
+        Box::new(std::io::Error::other("x"))
+    }
+
     #[test]
-    fn rules_match_hosts_paths_and_headers() {
-        let rule = RoutingRule {
-            hosts: vec!["*.example.com".into(), "exact.org:8080".into()],
-            paths: vec![PathMatch {
-                value: "/api/".into(),
-            }],
-            headers: vec![HeaderMatch {
-                name: "x-env".into(),
-                value: Some("canary".into()),
-            }],
-        };
-        let mut headers = HeaderMap::new();
-        headers.insert("x-env", HeaderValue::from_static("canary"));
-        assert!(rule_matches(&rule, "a.example.com", "/api/v1", &headers));
-        assert!(rule_matches(&rule, "EXACT.org", "/api", &headers));
-        assert!(!rule_matches(&rule, "example.com", "/api", &headers));
-        assert!(!rule_matches(&rule, "a.example.com", "/apis", &headers));
-        assert!(!rule_matches(
-            &rule,
-            "a.example.com",
-            "/api",
-            &HeaderMap::new()
-        ));
-        let any = RoutingRule {
-            hosts: vec![],
-            paths: vec![],
-            headers: vec![],
-        };
-        assert!(rule_matches(&any, "x", "/", &HeaderMap::new()));
+    fn one_status_per_reason() {
+        assert_eq!(ProxyError::NoRoute.status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            ProxyError::BadRequest("host").status(),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            ProxyError::MethodNotAllowed.status(),
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+        assert_eq!(
+            ProxyError::NoReadyEndpoint("t".into()).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(ProxyError::Connect(io()).status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(
+            ProxyError::ConnectTimeout.status(),
+            StatusCode::GATEWAY_TIMEOUT
+        );
+        assert_eq!(
+            ProxyError::ResponseHeaderTimeout.status(),
+            StatusCode::GATEWAY_TIMEOUT
+        );
+        assert_eq!(
+            ProxyError::RequestTimeout.status(),
+            StatusCode::GATEWAY_TIMEOUT
+        );
+        assert_eq!(ProxyError::Upstream(io()).status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(
+            ProxyError::UnknownPort("t".into()).status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        assert_eq!(
+            ProxyError::ColdStartTimeout.status(),
+            StatusCode::GATEWAY_TIMEOUT
+        );
+        assert_eq!(
+            ProxyError::HoldQueueFull.status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+
+    #[tokio::test]
+    async fn body_is_go_http_error_text() {
+        let response = ProxyError::NoRoute.into_response();
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "text/plain; charset=utf-8"
+        );
+        assert_eq!(
+            response.headers()[header::X_CONTENT_TYPE_OPTIONS],
+            "nosniff"
+        );
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        assert_eq!(&body[..], b"Not Found\n");
+        let response = ProxyError::ConnectTimeout.into_response();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        assert_eq!(&body[..], b"Gateway Timeout\n");
     }
 }

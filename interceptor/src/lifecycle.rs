@@ -1,0 +1,181 @@
+//! The interceptor's life cycle, owned in one place: the [`Phase`] (watched by tests and
+//! `/readyz`), and the signals that end the listeners. One [`Lifecycle`] is created per
+//! interceptor and shared by the proxy (draining answers, upgraded connections), the admin
+//! handler (readiness) and the accept loops (their stop tokens).
+//!
+//! Shutdown moves through the phases in order (compat §1.6): `Serving` → `Draining` (not
+//! ready, HTTP/1 responses close their connection, still accepting) → `Closing` (the proxy
+//! listeners stop accepting; in-flight requests and upgraded connections finish, or are
+//! dropped by [`Lifecycle::stop_now`] past the drain timeout) → `Stopped` (admin and metrics
+//! listeners ended). A phase never goes back.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// Where the interceptor is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    /// Serving normally.
+    Serving,
+    /// Shutdown began: `/readyz` is 503 and HTTP/1 responses close their connection, but
+    /// the listeners still accept (the shutdown delay).
+    Draining,
+    /// The proxy listener is closed; in-flight requests and upgraded connections finish.
+    Closing,
+    /// Everything has stopped.
+    Stopped,
+}
+
+/// The phase and the stop signals of one interceptor.
+#[derive(Debug)]
+pub struct Lifecycle {
+    phase: watch::Sender<Phase>,
+    /// `phase >= Draining`, readable on the request path without the watch channel's lock.
+    /// Written only by [`Lifecycle::advance`], together with `phase`.
+    draining: AtomicBool,
+    /// Cancelled at `Closing`: the proxy listeners stop accepting and ask their connections
+    /// to finish.
+    close: CancellationToken,
+    /// Cancelled past the drain timeout: remaining proxy and upgraded connections are dropped.
+    hard_stop: CancellationToken,
+    /// Cancelled last: the admin and metrics listeners end.
+    admin_stop: CancellationToken,
+}
+
+impl Default for Lifecycle {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Lifecycle {
+    /// A life cycle in [`Phase::Serving`].
+    pub fn new() -> Self {
+        Self {
+            phase: watch::channel(Phase::Serving).0,
+            draining: AtomicBool::new(false),
+            close: CancellationToken::new(),
+            hard_stop: CancellationToken::new(),
+            admin_stop: CancellationToken::new(),
+        }
+    }
+
+    /// The current phase.
+    pub fn phase(&self) -> Phase {
+        *self.phase.borrow()
+    }
+
+    /// The phase and its changes.
+    pub fn subscribe(&self) -> watch::Receiver<Phase> {
+        self.phase.subscribe()
+    }
+
+    /// Whether shutdown has begun (cheap: one atomic load).
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Shutdown begins: not ready, HTTP/1 responses carry `Connection: close`.
+    pub fn start_draining(&self) {
+        self.advance(Phase::Draining);
+    }
+
+    /// The proxy listeners stop accepting; their connections are asked to finish.
+    pub fn close(&self) {
+        self.advance(Phase::Closing);
+        self.close.cancel();
+    }
+
+    /// Drops the remaining proxy connections and upgraded connections now.
+    pub fn stop_now(&self) {
+        self.hard_stop.cancel();
+    }
+
+    /// The admin and metrics listeners stop.
+    pub fn close_admin(&self) {
+        self.admin_stop.cancel();
+    }
+
+    /// Everything has stopped.
+    pub fn stopped(&self) {
+        self.advance(Phase::Stopped);
+    }
+
+    /// Cancelled when the proxy listeners close ([`close`](Self::close)).
+    pub fn close_signal(&self) -> CancellationToken {
+        self.close.clone()
+    }
+
+    /// Cancelled by [`stop_now`](Self::stop_now).
+    pub fn hard_stop_signal(&self) -> CancellationToken {
+        self.hard_stop.clone()
+    }
+
+    /// Cancelled by [`close_admin`](Self::close_admin).
+    pub fn admin_signal(&self) -> CancellationToken {
+        self.admin_stop.clone()
+    }
+
+    /// Moves forward to `to` (never back).
+    fn advance(&self, to: Phase) {
+        if to >= Phase::Draining {
+            self.draining.store(true, Ordering::Release);
+        }
+        self.phase.send_if_modified(|phase| {
+            let forward = to > *phase;
+            if forward {
+                *phase = to;
+            }
+            forward
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shutdown_moves_forward_through_the_phases() {
+        let life = Lifecycle::new();
+        let mut seen = life.subscribe();
+        assert_eq!(life.phase(), Phase::Serving);
+        assert!(!life.is_draining());
+
+        life.start_draining();
+        assert_eq!(life.phase(), Phase::Draining);
+        assert!(life.is_draining());
+        assert!(!life.close_signal().is_cancelled(), "still accepting");
+        assert!(seen.has_changed().expect("open"));
+        seen.borrow_and_update();
+
+        life.close();
+        assert_eq!(life.phase(), Phase::Closing);
+        assert!(life.close_signal().is_cancelled());
+        assert!(!life.hard_stop_signal().is_cancelled());
+        assert!(!life.admin_signal().is_cancelled());
+
+        life.stop_now();
+        assert!(life.hard_stop_signal().is_cancelled());
+        life.close_admin();
+        assert!(life.admin_signal().is_cancelled());
+        life.stopped();
+        assert_eq!(*seen.borrow_and_update(), Phase::Stopped);
+    }
+
+    #[test]
+    fn a_phase_never_goes_back() {
+        let life = Lifecycle::new();
+        life.close();
+        let seen = life.subscribe();
+        life.start_draining();
+        assert_eq!(life.phase(), Phase::Closing);
+        assert!(life.is_draining());
+        assert!(
+            !seen.has_changed().expect("open"),
+            "no change was announced"
+        );
+    }
+}

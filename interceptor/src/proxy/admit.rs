@@ -1,0 +1,128 @@
+//! The `admit` phase: counting and cold start (compat §1.3 layers 6–8, §6.2). A counted
+//! request takes its route's in-flight guard; if the target has no ready endpoint it gets the
+//! placeholder, a 503 when the hold queue is full, or a bounded hold on the target's ready
+//! channel ([`crate::coldstart`]) followed by the fallback or a 504. The result is the pool to
+//! forward to and the request's deadlines.
+
+use std::time::Duration;
+
+use http::Request;
+use tokio::time::Instant;
+
+use super::body::{Completion, ProxyBody};
+use super::error::ProxyError;
+use super::{Proxy, respond};
+use crate::coldstart::{self, Admission, Hold};
+use crate::endpoints::{Pool, PortLookup};
+use crate::routing::Route;
+
+/// What the admit phase decided.
+pub(super) enum Admit<'r> {
+    /// Forward.
+    Forward(Admitted<'r>),
+    /// The placeholder answered.
+    Answered(http::Response<ProxyBody>),
+}
+
+/// A request cleared to forward.
+pub(super) struct Admitted<'r> {
+    /// The pool to forward to: the target's, or the fallback's after a cold-start timeout.
+    pub(super) pool: &'r Pool,
+    /// `Some(waited)` when the request is counted and goes to its own target.
+    pub(super) cold_start: Option<bool>,
+    /// The request deadline (route `timeouts.request`, else the interceptor's; none if zero).
+    pub(super) deadline: Option<Instant>,
+    /// The response-header timeout of one attempt (zero: none).
+    pub(super) response_header_timeout: Duration,
+}
+
+impl Proxy {
+    /// Counts the request (unless it is an uncounted static-route forward) and waits for the
+    /// target to be ready if it is cold.
+    pub(super) async fn admit<'r, B>(
+        &self,
+        route: &'r Route,
+        counted: bool,
+        req: &Request<B>,
+        completion: &mut Completion,
+    ) -> Result<Admit<'r>, ProxyError> {
+        if counted {
+            completion.count(route.counters.enter());
+        }
+        let (deadline, response_header_timeout) = self.deadlines(route);
+        let admitted = |pool: &'r Pool, cold_start| {
+            Admit::Forward(Admitted {
+                pool,
+                cold_start,
+                deadline,
+                response_header_timeout,
+            })
+        };
+        let pool: &'r Pool = &route.pool;
+        if !counted {
+            return Ok(admitted(pool, None));
+        }
+        if pool.current().service_port == PortLookup::Missing {
+            return Err(ProxyError::UnknownPort(route.target.to_string()));
+        }
+        if pool.has_ready() {
+            return Ok(admitted(pool, Some(false)));
+        }
+        match self.cold.admit(route) {
+            Admission::Placeholder(placeholder) => Ok(Admit::Answered(self.answer(
+                placeholder,
+                respond::Kind::Placeholder,
+                route,
+                req,
+            ))),
+            Admission::Reject => Err(ProxyError::HoldQueueFull),
+            Admission::Hold(hold) => {
+                let (pool, cold_start) = self.hold(route, hold, deadline).await?;
+                Ok(admitted(pool, cold_start))
+            }
+        }
+    }
+
+    /// The request deadline and the response-header timeout: the route's, else the defaults.
+    fn deadlines(&self, route: &Route) -> (Option<Instant>, Duration) {
+        let timeouts = route.source.spec.timeouts.as_ref();
+        let request_timeout = timeouts
+            .and_then(|t| t.request)
+            .map_or(self.settings.request_timeout, |d| d.as_duration());
+        let response_header_timeout = timeouts
+            .and_then(|t| t.response_header)
+            .map_or(self.settings.response_header_timeout, |d| d.as_duration());
+        let deadline = (!request_timeout.is_zero()).then(|| Instant::now() + request_timeout);
+        (deadline, response_header_timeout)
+    }
+
+    /// Holds a cold request until its target is ready (→ the target, waited) or the
+    /// readiness timeout / deadline passes (→ the fallback, else 504).
+    async fn hold<'r>(
+        &self,
+        route: &'r Route,
+        hold: Hold,
+        deadline: Option<Instant>,
+    ) -> Result<(&'r Pool, Option<bool>), ProxyError> {
+        let readiness = self.cold.readiness_timeout(&route.source.spec);
+        let until = coldstart::earliest(
+            deadline,
+            (!readiness.is_zero()).then(|| Instant::now() + readiness),
+        );
+        let ready = coldstart::wait_ready(&route.pool, until).await;
+        drop(hold);
+        if ready {
+            return Ok((&route.pool, Some(true)));
+        }
+        let Some(fallback) = &route.fallback else {
+            return Err(ProxyError::ColdStartTimeout);
+        };
+        if deadline.is_some_and(|d| d <= Instant::now()) {
+            return Err(ProxyError::RequestTimeout);
+        }
+        if fallback.current().service_port == PortLookup::Missing {
+            return Err(ProxyError::UnknownPort(fallback.target().to_string()));
+        }
+        Ok((fallback.as_ref(), None))
+    }
+}
