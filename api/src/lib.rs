@@ -29,7 +29,7 @@ pub mod queue;
 pub mod scaled_object;
 pub mod validation;
 
-pub use duration::{GoDuration, parse_go_duration};
+pub use duration::{GoDuration, parse_crd_duration, parse_go_duration};
 pub use http_scaled_object::{HTTPScaledObject, HTTPScaledObjectSpec, HTTPScaledObjectStatus};
 pub use interceptor_route::{InterceptorRoute, InterceptorRouteSpec, InterceptorRouteStatus};
 pub use scaled_object::{ScaledObject, ScaledObjectSpec, ScaledObjectStatus};

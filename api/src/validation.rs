@@ -339,12 +339,43 @@ pub enum ParseError {
     },
 }
 
-/// Deserializes a JSON value, naming the field that failed.
+/// Deserializes a JSON value, naming the field that failed. A field the type does not know
+/// is an error, as the API server refuses it under strict field validation (kubectl's
+/// default); watches stay lenient, since the server prunes such fields from stored objects.
 pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ParseError> {
-    serde_path_to_error::deserialize(value).map_err(|e| ParseError::Field {
-        path: e.path().to_string(),
-        reason: e.inner().to_string(),
-    })
+    let mut unknown = Vec::new();
+    let mut note = |path: serde_ignored::Path<'_>| unknown.push(field_path(&path));
+    let typed =
+        serde_path_to_error::deserialize(serde_ignored::Deserializer::new(value, &mut note))
+            .map_err(|e| ParseError::Field {
+                path: e.path().to_string(),
+                reason: e.inner().to_string(),
+            })?;
+    // Every object has these; the typed structs take them from the type, not the input.
+    unknown.retain(|path| path != "apiVersion" && path != "kind");
+    match unknown.into_iter().next() {
+        Some(path) => Err(ParseError::Field {
+            path,
+            reason: "unknown field".to_owned(),
+        }),
+        None => Ok(typed),
+    }
+}
+
+/// `spec.rules[0].hosts`, as the other errors write paths.
+fn field_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", field_path(parent)),
+        Path::Map { parent, key } => match field_path(parent) {
+            p if p.is_empty() => key.clone(),
+            p => format!("{p}.{key}"),
+        },
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => field_path(parent),
+    }
 }
 
 /// Deserializes one YAML document, naming the field that failed.

@@ -120,6 +120,26 @@ const INVALID: &[(&str, &[&str])] = &[
         "httpso-bad-duration.yaml",
         &["spec.timeouts.conditionWait: invalid duration \"20 seconds\""],
     ),
+    (
+        "ir-unknown-field.yaml",
+        &["spec.timeouts.requestTimeout: unknown field"],
+    ),
+    (
+        "ir-huge-duration.yaml",
+        &[
+            "spec.timeouts.request: duration \"99999999999999999999h\" is too large (at most 2562047h)",
+        ],
+    ),
+    (
+        "httpso-greek-mu-duration.yaml",
+        &["spec.timeouts.responseHeader: invalid duration \"5μs\": write µs with the micro sign"],
+    ),
+    (
+        "ir-leading-dot-duration.yaml",
+        &[
+            "spec.scalingMetric.requestRate.window: invalid duration \".5s\": a digit must come before the decimal point",
+        ],
+    ),
 ];
 
 fn manifests(dir: &str) -> Vec<(String, String)> {

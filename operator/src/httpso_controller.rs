@@ -2,6 +2,11 @@
 //! (reference §9), honours the skip and orphan annotations, holds the finalizer and writes the
 //! `Ready` condition, `targetWorkload` and `targetService`.
 //!
+//! Before writing, the ScaledObject is checked for what KEDA's CRD refuses
+//! ([`scaled_object::check`]); a refusal becomes `Ready=False` / `InvalidSpec` with a
+//! one-sentence message and a Warning event, and nothing is applied. Condition messages and
+//! events are written with `Display`, API errors as the server's own message.
+//!
 //! The ScaledObject is written with server-side apply under our field manager (forced), and
 //! only when it differs from what we want in a field we own, so a hand edit of such a field is
 //! reverted (the `.owns()` watch brings us back) while fields added by others are left alone.
@@ -26,7 +31,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{Metrics, Outcome};
-use crate::scaled_object::{self, DesiredError, Mode};
+use crate::scaled_object::{self, DesiredError, InvalidSpec, Mode};
 use crate::status::{self, Readiness};
 
 /// Controller name in metrics and events.
@@ -38,7 +43,7 @@ pub const FIELD_MANAGER: &str = "keda-http-operator";
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
     /// An API call failed.
-    #[error("{action}: {source}")]
+    #[error("{action}: {}", api_error_text(.source))]
     Kube {
         /// What we were doing.
         action: &'static str,
@@ -49,6 +54,9 @@ pub enum ReconcileError {
     /// The desired ScaledObject could not be built.
     #[error(transparent)]
     Desired(#[from] DesiredError),
+    /// The desired ScaledObject is one KEDA refuses.
+    #[error(transparent)]
+    InvalidSpec(#[from] InvalidSpec),
     /// A same-named ScaledObject is controlled by another object.
     #[error("ScaledObject {name} is controlled by {owner}, not by this HTTPScaledObject")]
     ControlledByOther {
@@ -66,6 +74,24 @@ pub enum ReconcileError {
 #[derive(Debug, thiserror::Error)]
 #[error(transparent)]
 pub struct Error(#[from] Box<finalizer::Error<ReconcileError>>);
+
+/// A client error as one line for conditions, events and logs: an API server refusal as its
+/// code, reason and message (kube's own `Display` appends a `Debug` dump of the status).
+pub fn api_error_text(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) if status.reason.is_empty() => {
+            format!(
+                "the API server answered {}: {}",
+                status.code, status.message
+            )
+        }
+        kube::Error::Api(status) => format!(
+            "the API server answered {} {}: {}",
+            status.code, status.reason, status.message
+        ),
+        other => other.to_string(),
+    }
+}
 
 fn kube_err(action: &'static str) -> impl FnOnce(kube::Error) -> ReconcileError {
     move |source| ReconcileError::Kube { action, source }
@@ -254,6 +280,22 @@ async fn apply(
                     ),
                     None,
                 ),
+                // Retrying cannot help: the spec has to change, which brings us back.
+                Err(ReconcileError::InvalidSpec(invalid)) => {
+                    let message = invalid.to_string();
+                    publish(
+                        ctx,
+                        httpso,
+                        EventType::Warning,
+                        status::REASON_INVALID_SPEC,
+                        &message,
+                    )
+                    .await;
+                    (
+                        Readiness::not_ready(status::REASON_INVALID_SPEC, message),
+                        None,
+                    )
+                }
                 Err(e) => {
                     let message = format!("Failed to create scaled objects: {e}");
                     publish(
@@ -299,6 +341,7 @@ async fn ensure(
     ctx: &Context,
 ) -> Result<(), ReconcileError> {
     let desired = scaled_object::desired(httpso, &ctx.scaler_address)?;
+    scaled_object::check(&desired)?;
     let name = httpso.name_any();
     let current = so_api
         .get_opt(&name)
@@ -469,5 +512,32 @@ async fn publish(
     };
     if let Err(error) = ctx.recorder.publish(&event, &httpso.object_ref(&())).await {
         tracing::debug!(%error, "could not publish event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_errors_read_as_the_server_message_without_a_debug_dump() {
+        let status = kube::core::Status {
+            code: 422,
+            reason: "Invalid".to_owned(),
+            message: "ScaledObject.keda.sh \"web\" is invalid: spec.maxReplicaCount: Invalid value"
+                .to_owned(),
+            ..Default::default()
+        };
+        let error = ReconcileError::Kube {
+            action: "applying the ScaledObject",
+            source: kube::Error::Api(Box::new(status)),
+        };
+        let text = error.to_string();
+        assert_eq!(
+            text,
+            "applying the ScaledObject: the API server answered 422 Invalid: \
+             ScaledObject.keda.sh \"web\" is invalid: spec.maxReplicaCount: Invalid value"
+        );
+        assert!(!text.contains("Status {"), "{text}");
     }
 }

@@ -1,8 +1,10 @@
-//! The ScaledObject an HTTPScaledObject stands for (reference §9), and how to tell whether an
-//! existing one still matches it.
+//! The ScaledObject an HTTPScaledObject stands for (reference §9), whether KEDA would accept
+//! it, and how to tell whether an existing one still matches it.
 //!
-//! Pure functions: no API calls. The reconciler applies [`desired`] with server-side apply and
-//! uses [`needs_apply`] to avoid rewriting an object that already says what we want.
+//! Pure functions: no API calls. The reconciler builds [`desired`], refuses to apply it when
+//! [`check`] finds something KEDA's ScaledObject CRD rejects, applies it with server-side
+//! apply otherwise, and uses [`needs_apply`] to avoid rewriting an object that already says
+//! what we want.
 
 use std::collections::BTreeMap;
 
@@ -22,6 +24,50 @@ pub const SCALER_ADDRESS_KEY: &str = "scalerAddress";
 pub const HTTPSO_KEY: &str = "httpScaledObject";
 /// `spec.pollingInterval` of every generated ScaledObject.
 pub const POLLING_INTERVAL: i32 = 15;
+
+/// Annotations under this prefix are kubectl's bookkeeping about the HTTPScaledObject itself
+/// (`kubectl.kubernetes.io/last-applied-configuration`, `.../restartedAt`); they are not
+/// copied to the ScaledObject.
+pub const KUBECTL_ANNOTATION_PREFIX: &str = "kubectl.kubernetes.io/";
+/// The `maxReplicaCount` KEDA uses when a ScaledObject leaves it unset.
+pub const KEDA_DEFAULT_MAX_REPLICAS: i32 = 100;
+
+/// Something in a ScaledObject that KEDA's CRD refuses; the message is one sentence for the
+/// HTTPScaledObject's `Ready` condition.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum InvalidSpec {
+    /// `minReplicaCount` above `maxReplicaCount`.
+    #[error(
+        "minReplicaCount {min} (spec.replicas.min) is greater than maxReplicaCount {max} \
+         (spec.replicas.max), which KEDA refuses"
+    )]
+    MinAboveMax {
+        /// The minimum.
+        min: i32,
+        /// The maximum.
+        max: i32,
+    },
+    /// `minReplicaCount` above KEDA's default maximum, `maxReplicaCount` being unset.
+    #[error(
+        "minReplicaCount {min} (spec.replicas.min) is greater than KEDA's default \
+         maxReplicaCount of {max}, which KEDA refuses: set spec.replicas.max"
+    )]
+    MinAboveDefaultMax {
+        /// The minimum.
+        min: i32,
+        /// KEDA's default maximum.
+        max: i32,
+    },
+    /// No workload name to scale.
+    #[error(
+        "spec.scaleTargetRef.name is not set, and KEDA refuses a ScaledObject without the \
+         name of the workload to scale"
+    )]
+    MissingTargetName,
+    /// No trigger at all.
+    #[error("the ScaledObject would have no trigger, which KEDA refuses")]
+    NoTriggers,
+}
 
 /// Why no ScaledObject could be derived.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -88,7 +134,7 @@ pub fn desired(
             name: Some(name),
             namespace: httpso.meta().namespace.clone(),
             labels: httpso.meta().labels.clone().filter(|m| !m.is_empty()),
-            annotations: httpso.meta().annotations.clone().filter(|m| !m.is_empty()),
+            annotations: copied_annotations(httpso),
             owner_references: Some(vec![owner_reference(httpso)?]),
             ..ObjectMeta::default()
         },
@@ -121,6 +167,44 @@ pub fn desired(
         },
         status: None,
     })
+}
+
+/// The HTTPScaledObject's annotations without kubectl's bookkeeping; `None` when none are
+/// left.
+fn copied_annotations(httpso: &HTTPScaledObject) -> Option<BTreeMap<String, String>> {
+    let kept: BTreeMap<String, String> = httpso
+        .annotations()
+        .iter()
+        .filter(|(key, _)| !key.starts_with(KUBECTL_ANNOTATION_PREFIX))
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect();
+    (!kept.is_empty()).then_some(kept)
+}
+
+/// Checks what KEDA's ScaledObject CRD would refuse, so that the operator reports it on the
+/// HTTPScaledObject instead of sending a write that fails: `minReplicaCount` above
+/// `maxReplicaCount` (0 and [`KEDA_DEFAULT_MAX_REPLICAS`] when unset), an empty
+/// `scaleTargetRef.name`, no trigger.
+pub fn check(so: &ScaledObject) -> Result<(), InvalidSpec> {
+    let spec = &so.spec;
+    if spec.scale_target_ref.name.is_empty() {
+        return Err(InvalidSpec::MissingTargetName);
+    }
+    let min = spec.min_replica_count.unwrap_or(0);
+    match spec.max_replica_count {
+        Some(max) if min > max => return Err(InvalidSpec::MinAboveMax { min, max }),
+        None if min > KEDA_DEFAULT_MAX_REPLICAS => {
+            return Err(InvalidSpec::MinAboveDefaultMax {
+                min,
+                max: KEDA_DEFAULT_MAX_REPLICAS,
+            });
+        }
+        _ => {}
+    }
+    if spec.triggers.is_empty() {
+        return Err(InvalidSpec::NoTriggers);
+    }
+    Ok(())
 }
 
 /// Whether `current` differs from `desired` in anything we set: a spec field we own, a label
@@ -342,6 +426,129 @@ mod tests {
             "false".to_owned(),
         );
         assert_eq!(mode(&h), Mode::Orphan);
+    }
+
+    #[test]
+    fn kubectl_annotations_are_not_copied() {
+        let mut h = httpso();
+        h.annotations_mut().insert(
+            "kubectl.kubernetes.io/last-applied-configuration".to_owned(),
+            "{}".to_owned(),
+        );
+        h.annotations_mut().insert(
+            "kubectl.kubernetes.io/restartedAt".to_owned(),
+            "now".to_owned(),
+        );
+        let so = desired(&h, "s.n:1").unwrap();
+        assert_eq!(
+            so.metadata.annotations,
+            Some(BTreeMap::from([("note".to_owned(), "x".to_owned())]))
+        );
+        h.metadata.annotations = Some(BTreeMap::from([(
+            "kubectl.kubernetes.io/last-applied-configuration".to_owned(),
+            "{}".to_owned(),
+        )]));
+        assert_eq!(desired(&h, "s.n:1").unwrap().metadata.annotations, None);
+    }
+
+    #[test]
+    fn check_finds_what_keda_refuses() {
+        let so = |f: &dyn Fn(&mut HTTPScaledObject)| {
+            let mut h = httpso();
+            f(&mut h);
+            check(&desired(&h, "s.n:1").unwrap())
+        };
+        assert_eq!(so(&|_| {}), Ok(()));
+        assert_eq!(
+            so(&|h| h.spec.replicas = Some(ReplicaBounds {
+                min: Some(5),
+                max: Some(2)
+            })),
+            Err(InvalidSpec::MinAboveMax { min: 5, max: 2 })
+        );
+        assert_eq!(
+            so(&|h| h.spec.replicas = Some(ReplicaBounds {
+                min: Some(3),
+                max: Some(3)
+            })),
+            Ok(())
+        );
+        assert_eq!(
+            so(&|h| h.spec.replicas = Some(ReplicaBounds {
+                min: Some(101),
+                max: None
+            })),
+            Err(InvalidSpec::MinAboveDefaultMax { min: 101, max: 100 })
+        );
+        assert_eq!(
+            so(&|h| h.spec.replicas = Some(ReplicaBounds {
+                min: Some(100),
+                max: None
+            })),
+            Ok(())
+        );
+        assert_eq!(
+            so(&|h| h.spec.replicas = Some(ReplicaBounds {
+                min: None,
+                max: Some(-1)
+            })),
+            Err(InvalidSpec::MinAboveMax { min: 0, max: -1 })
+        );
+        assert_eq!(
+            so(&|h| h.spec.scale_target_ref.name = None),
+            Err(InvalidSpec::MissingTargetName)
+        );
+        assert_eq!(
+            so(&|h| h.spec.scale_target_ref.name = Some(String::new())),
+            Err(InvalidSpec::MissingTargetName)
+        );
+        let mut no_trigger = desired(&httpso(), "s.n:1").unwrap();
+        no_trigger.spec.triggers.clear();
+        assert_eq!(check(&no_trigger), Err(InvalidSpec::NoTriggers));
+    }
+
+    #[test]
+    fn invalid_spec_messages_are_one_plain_sentence() {
+        for invalid in [
+            InvalidSpec::MinAboveMax { min: 5, max: 2 },
+            InvalidSpec::MinAboveDefaultMax { min: 101, max: 100 },
+            InvalidSpec::MissingTargetName,
+            InvalidSpec::NoTriggers,
+        ] {
+            let message = invalid.to_string();
+            assert!(!message.contains(". "), "one sentence: {message}");
+            assert!(
+                !message.contains('{') && !message.contains("  "),
+                "{message}"
+            );
+        }
+        assert_eq!(
+            InvalidSpec::MinAboveMax { min: 5, max: 2 }.to_string(),
+            "minReplicaCount 5 (spec.replicas.min) is greater than maxReplicaCount 2 \
+             (spec.replicas.max), which KEDA refuses"
+        );
+    }
+
+    /// Every HTTPScaledObject the api crate's fixtures call valid derives a ScaledObject KEDA
+    /// accepts.
+    #[test]
+    fn valid_fixtures_derive_scaled_objects_keda_accepts() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../api/tests/manifests/valid");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            if !text.lines().any(|line| line == "kind: HTTPScaledObject") {
+                continue;
+            }
+            let mut h: HTTPScaledObject = keda_http_api::validation::from_yaml(&text).unwrap();
+            h.metadata.uid = Some("uid".to_owned());
+            let so = desired(&h, "s.n:1").unwrap();
+            assert_eq!(check(&so), Ok(()), "{}", path.display());
+            seen += 1;
+        }
+        assert!(seen >= 4, "HTTPScaledObject fixtures found: {seen}");
     }
 
     #[test]

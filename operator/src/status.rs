@@ -19,6 +19,9 @@ pub const REASON_RECONCILED: &str = "Reconciled";
 pub const REASON_CREATE_ERROR: &str = "CreateError";
 /// HTTPScaledObject: both scaling metrics set; nothing was changed.
 pub const REASON_INVALID_SCALING_METRIC: &str = "InvalidScalingMetric";
+/// HTTPScaledObject: the ScaledObject it stands for is one KEDA's CRD refuses (min above
+/// max, no target name); nothing was applied.
+pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
 /// HTTPScaledObject: the skip annotation is set.
 pub const REASON_SCALED_OBJECT_SKIPPED: &str = "ScaledObjectCreationSkipped";
 /// HTTPScaledObject: the orphan annotation is set.

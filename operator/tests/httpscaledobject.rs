@@ -536,3 +536,122 @@ async fn watch_namespace_limits_what_is_reconciled() {
 
     operator.stop().await.expect("clean stop");
 }
+
+/// Warning events with `reason` about the HTTPScaledObject `name`.
+async fn warnings(client: &kube::Client, name: &str, reason: &str) -> Vec<String> {
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), NS);
+    let list = within("events", events.list(&Default::default()))
+        .await
+        .expect("list");
+    list.items
+        .into_iter()
+        .filter(|e| {
+            e.reason.as_deref() == Some(reason)
+                && e.type_.as_deref() == Some("Warning")
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+        })
+        .filter_map(|e| e.note)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn specs_keda_refuses_are_invalid_spec_and_never_applied() {
+    let cluster = Cluster::start().await;
+    let operator = Running::start(cluster.client.clone(), config()).await;
+    let httpsos = cluster.httpsos();
+    let sos = cluster.scaled_objects();
+
+    // min above max.
+    let mut min_above_max = httpso("minmax", "minmax.example.com");
+    min_above_max.spec.replicas = Some(keda_http_api::http_scaled_object::ReplicaBounds {
+        min: Some(5),
+        max: Some(2),
+    });
+    create(&httpsos, &min_above_max).await;
+    // No workload name.
+    let mut nameless = httpso("nameless", "nameless.example.com");
+    nameless.spec.scale_target_ref.name = None;
+    create(&httpsos, &nameless).await;
+
+    let expected = [
+        (
+            "minmax",
+            "minReplicaCount 5 (spec.replicas.min) is greater than maxReplicaCount 2 \
+             (spec.replicas.max), which KEDA refuses",
+        ),
+        (
+            "nameless",
+            "spec.scaleTargetRef.name is not set, and KEDA refuses a ScaledObject without the \
+             name of the workload to scale",
+        ),
+    ];
+    for (name, want) in expected {
+        let h = wait_for(
+            &httpsos,
+            name,
+            "Ready=False InvalidSpec",
+            httpso_ready("False", "InvalidSpec", 1),
+        )
+        .await
+        .expect("httpso");
+        let status = h.status.expect("status");
+        assert_eq!(ready(&status.conditions).expect("Ready").message, want);
+        assert!(
+            within("get", sos.get_opt(name))
+                .await
+                .expect("get")
+                .is_none(),
+            "{name}: no ScaledObject"
+        );
+        let notes = warnings(&cluster.client, name, "InvalidSpec").await;
+        assert_eq!(notes, vec![want.to_owned()], "{name}: one Warning event");
+    }
+
+    // Fixed: Ready=True with the new generation and the ScaledObject appears.
+    patch_httpso(
+        &httpsos,
+        "minmax",
+        json!({"spec": {"replicas": {"min": 5, "max": 8}}}),
+    )
+    .await;
+    wait_for(
+        &httpsos,
+        "minmax",
+        "Ready=True gen 2",
+        httpso_ready("True", "Reconciled", 2),
+    )
+    .await;
+    wait_for(
+        &sos,
+        "minmax",
+        "ScaledObject created once valid",
+        so_has(|so| so.spec.min_replica_count == Some(5) && so.spec.max_replica_count == Some(8)),
+    )
+    .await;
+
+    operator.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_annotations_stay_on_the_httpscaledobject() {
+    let cluster = Cluster::start().await;
+    let operator = Running::start(cluster.client.clone(), config()).await;
+    let httpsos = cluster.httpsos();
+    let sos = cluster.scaled_objects();
+
+    let mut applied = httpso("applied", "applied.example.com");
+    applied.annotations_mut().insert(
+        "kubectl.kubernetes.io/last-applied-configuration".to_owned(),
+        r#"{"kind":"HTTPScaledObject"}"#.to_owned(),
+    );
+    create(&httpsos, &applied).await;
+    let so = wait_for(&sos, "applied", "ScaledObject created", so_has(|_| true))
+        .await
+        .expect("so");
+    assert_eq!(
+        serde_json::to_value(&so).expect("json")["metadata"]["annotations"],
+        json!({"team": "web"})
+    );
+
+    operator.stop().await.expect("clean stop");
+}
