@@ -16,6 +16,7 @@
 //!
 //! It does not talk to Kubernetes or the network; the programs do.
 
+mod cel;
 mod conditions;
 pub mod convert;
 pub mod crd;
