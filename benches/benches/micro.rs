@@ -23,7 +23,7 @@ use keda_http_interceptor::endpoints::{
     EndpointSet, Endpoints, StaticEndpoints, Target, TargetPort,
 };
 use keda_http_interceptor::queue::Queue;
-use keda_http_interceptor::routing::{RouteIndex, RouteSource, RouteTableHandle};
+use keda_http_interceptor::routing::{RouteIndex, RouteTableHandle};
 
 const SIZES: [usize; 3] = [10, 1_000, 10_000];
 
