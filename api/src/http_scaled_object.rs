@@ -7,9 +7,9 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::cel::{HTTPSO_PORT_XOR_MESSAGE, HTTPSO_PORT_XOR_RULE};
 use crate::duration::GoDuration;
 use crate::interceptor_route::HeaderMatch;
-use crate::validation::{HTTPSO_PORT_XOR_MESSAGE, HTTPSO_PORT_XOR_RULE};
 
 /// Annotation: do not create a ScaledObject (and delete an owned one).
 pub const SKIP_SCALEDOBJECT_CREATION_ANNOTATION: &str =

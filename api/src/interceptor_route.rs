@@ -8,12 +8,12 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::duration::GoDuration;
-use crate::validation::{
+use crate::cel::{
     BODY_XOR_MESSAGE, BODY_XOR_RULE, COLD_START_MESSAGE, COLD_START_RULE, MAX_BODY_LENGTH,
     OVERFLOW_PLACEHOLDER_MESSAGE, OVERFLOW_PLACEHOLDER_RULE, PORT_XOR_MESSAGE, PORT_XOR_RULE,
     SCALING_METRIC_MESSAGE, SCALING_METRIC_RULE,
 };
+use crate::duration::GoDuration;
 
 /// The desired routing and scaling of one target Service.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]

@@ -12,10 +12,14 @@
 //! - the CRD manifests ([`crd`]), printed by the `crdgen` binary, and the test stand-in for
 //!   KEDA's ScaledObject CRD;
 //! - client-side validation mirroring the CRDs' CEL rules and bounds, and manifest parsing that
-//!   names the failing field ([`validation`]).
+//!   names the failing field ([`validation`]);
+//! - the routing semantics the interceptor and the operator share ([`routing`]): host and
+//!   path normalisation, the rule matcher, route keys and conflicts, route collection (with
+//!   invalid objects dropped), and test builders.
 //!
 //! It does not talk to Kubernetes or the network; the programs do.
 
+mod cel;
 mod conditions;
 pub mod convert;
 pub mod crd;
@@ -26,6 +30,7 @@ pub mod externalscaler;
 pub mod http_scaled_object;
 pub mod interceptor_route;
 pub mod queue;
+pub mod routing;
 pub mod scaled_object;
 pub mod validation;
 

@@ -8,7 +8,7 @@
 //!   annotations; the `httpscaledobject.http.keda.sh` finalizer; status ([`status`]);
 //! - the InterceptorRoute controller ([`route_controller`]): `Ready` with
 //!   `observedGeneration`, `False` when the target Service is missing or another route claims
-//!   the same host + path + headers ([`route_key`]);
+//!   the same host + path + headers (keys from `keda_http_api::routing`);
 //! - one active replica through a Lease ([`leader`]);
 //! - `/healthz`, `/readyz` and `/metrics` ([`probes`], [`metrics`]), the latter optionally
 //!   over TLS and behind TokenReview/SubjectAccessReview ([`metrics_access`]);
@@ -28,7 +28,6 @@ pub mod metrics;
 pub mod metrics_access;
 pub mod probes;
 pub mod route_controller;
-pub mod route_key;
 pub mod scaled_object;
 pub mod status;
 

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use futures::{FutureExt, Stream, StreamExt};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Service;
-use keda_http_api::convert::route_spec_from_httpso;
+use keda_http_api::routing::{self, RouteId, RouteKey, RouteKind};
 use keda_http_api::{HTTPScaledObject, InterceptorRoute};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -30,7 +30,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{Metrics, Outcome};
-use crate::route_key::{self, RouteId, RouteKind};
 use crate::status::{self, Readiness};
 
 /// Controller name in metrics.
@@ -271,19 +270,14 @@ fn verdict(route: &InterceptorRoute, namespace: &str, ctx: &Context) -> Readines
             format!("target Service {namespace}/{service} does not exist"),
         ));
     }
-    let me = RouteId {
-        kind: RouteKind::InterceptorRoute,
-        namespace: namespace.to_owned(),
-        name: route.name_any(),
-    };
-    let my_keys = route_key::keys(&route.spec);
-    let others = other_routes(ctx);
-    let conflicts = route_key::conflicts(
-        &me,
-        &my_keys,
-        others.iter().map(|(id, keys)| (id.clone(), keys)),
-    );
-    if let Some(message) = route_key::conflict_message(&me, &conflicts) {
+    let routes = ctx.routes.state();
+    let httpsos = ctx.httpsos.state();
+    if let Some(message) = route_conflict(
+        route,
+        namespace,
+        routes.iter().map(|r| &**r),
+        httpsos.iter().map(|h| &**h),
+    ) {
         problems.push((status::REASON_ROUTE_CONFLICT, message));
     }
     match problems.first() {
@@ -299,44 +293,42 @@ fn verdict(route: &InterceptorRoute, namespace: &str, ctx: &Context) -> Readines
     }
 }
 
-/// Every live route in the stores with its keys. An HTTPScaledObject that shares
-/// namespace/name with an InterceptorRoute is left out: the interceptor skips it.
-fn other_routes(ctx: &Context) -> Vec<(RouteId, BTreeSet<route_key::RouteKey>)> {
-    let mut out: Vec<(RouteId, BTreeSet<route_key::RouteKey>)> = ctx
-        .routes
-        .state()
-        .iter()
-        .filter(|r| r.meta().deletion_timestamp.is_none())
-        .map(|r| {
-            (
-                RouteId {
-                    kind: RouteKind::InterceptorRoute,
-                    namespace: r.namespace().unwrap_or_default(),
-                    name: r.name_any(),
-                },
-                route_key::keys(&r.spec),
-            )
-        })
-        .collect();
-    let route_names: BTreeSet<(String, String)> = out
-        .iter()
-        .map(|(id, _)| (id.namespace.clone(), id.name.clone()))
-        .collect();
-    for h in ctx.httpsos.state() {
-        if h.meta().deletion_timestamp.is_some() {
-            continue;
-        }
-        let id = RouteId {
-            kind: RouteKind::HttpScaledObject,
-            namespace: h.namespace().unwrap_or_default(),
-            name: h.name_any(),
-        };
-        if route_names.contains(&(id.namespace.clone(), id.name.clone())) {
-            continue;
-        }
-        out.push((id, route_key::keys(&route_spec_from_httpso(&h.spec))));
+/// The conflict message for `route` (in `namespace`) against the live routes, if it shares a
+/// key with any. Routes are collected as the interceptor collects them
+/// ([`routing::collect`]): invalid objects and HTTPScaledObjects shadowed by an
+/// InterceptorRoute of the same namespace/name take no traffic, so they conflict with nothing;
+/// an invalid `route` itself claims nothing. Objects being deleted are left out.
+fn route_conflict<'a>(
+    route: &InterceptorRoute,
+    namespace: &str,
+    routes: impl IntoIterator<Item = &'a InterceptorRoute>,
+    httpsos: impl IntoIterator<Item = &'a HTTPScaledObject>,
+) -> Option<String> {
+    if route.spec.validate().is_err() {
+        return None;
     }
-    out
+    let live = |meta: &kube::api::ObjectMeta| meta.deletion_timestamp.is_none();
+    let collection = routing::collect(
+        routes.into_iter().filter(|r| live(&r.metadata)),
+        httpsos.into_iter().filter(|h| live(&h.metadata)),
+    );
+    let others: Vec<(RouteId, BTreeSet<RouteKey>)> = collection
+        .sources
+        .iter()
+        .map(|s| (s.id(), s.route_keys()))
+        .collect();
+    let me = RouteId {
+        kind: RouteKind::InterceptorRoute,
+        namespace: namespace.to_owned(),
+        name: route.name_any(),
+    };
+    let my_keys = routing::keys(&route.spec);
+    let conflicts = routing::conflicts(
+        &me,
+        &my_keys,
+        others.iter().map(|(id, keys)| (id.clone(), keys)),
+    );
+    routing::conflict_message(&me, &conflicts)
 }
 
 #[cfg(test)]
@@ -351,6 +343,41 @@ mod tests {
         assert!(remember(&mut seen, "a", Some(2)));
         assert!(remember(&mut seen, "svc", None), "a Service appearing");
         assert!(!remember(&mut seen, "svc", None), "a Service changing");
+    }
+
+    #[test]
+    fn conflicts_follow_the_interceptors_collection() {
+        use keda_http_api::routing::builders::{httpso, interceptor_route, rule, valid_spec};
+
+        let on = |host: &str| valid_spec(vec![rule(&[host], &["/"], &[])]);
+        let me = interceptor_route("ns", "me", on("a.example"));
+        let twin = interceptor_route("ns", "twin", on("A.example:80"));
+        let msg = route_conflict(&me, "ns", [&me, &twin], []).expect("conflict");
+        assert_eq!(
+            msg,
+            "InterceptorRoute ns/me and InterceptorRoute ns/twin claim the same route \
+             (host \"a.example\", path \"/\")"
+        );
+
+        // An invalid route takes no traffic, so it conflicts with nothing, either way.
+        let mut invalid = twin.clone();
+        invalid.spec.target.port_name = Some("http".into());
+        assert_eq!(route_conflict(&me, "ns", [&me, &invalid], []), None);
+        assert_eq!(route_conflict(&invalid, "ns", [&me, &invalid], []), None);
+
+        // An HTTPScaledObject conflicts unless an InterceptorRoute of its name shadows it.
+        let so = httpso("ns", "legacy", &["a.example"], &[]);
+        let msg = route_conflict(&me, "ns", [&me], [&so]).expect("conflict");
+        assert!(msg.contains("HTTPScaledObject ns/legacy"), "{msg}");
+        let shadow = interceptor_route("ns", "legacy", on("b.example"));
+        assert_eq!(route_conflict(&me, "ns", [&me, &shadow], [&so]), None);
+
+        // Objects being deleted are left out.
+        let mut leaving = twin.clone();
+        leaving.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now()),
+        );
+        assert_eq!(route_conflict(&me, "ns", [&me, &leaving], []), None);
     }
 
     #[test]

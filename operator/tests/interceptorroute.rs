@@ -48,11 +48,12 @@ async fn service_presence_and_route_conflicts() {
     .expect("route");
     assert_eq!(message(&r), "InterceptorRoute reconciled");
 
-    // A second route claiming the same key (paths normalised): both Ready=False, naming both.
+    // A second route claiming the same key (host and path normalised): both Ready=False,
+    // naming both.
     create(&services, &service("shop2-svc")).await;
     create(
         &routes,
-        &route("shop-copy", "shop2-svc", "shop.example.com:80", ""),
+        &route("shop-copy", "shop2-svc", "Shop.example.com:80", "//"),
     )
     .await;
     let copy = wait_for(

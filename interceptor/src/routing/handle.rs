@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
+use keda_http_api::routing::{Collection, collect_unchecked};
 use keda_http_api::{HTTPScaledObject, InterceptorRoute};
 use tokio::sync::watch;
 
@@ -17,7 +18,8 @@ pub struct InstallReport {
     /// Routes in the new table.
     pub routes: usize,
     /// Objects skipped: HTTPScaledObjects shadowed by an InterceptorRoute of the same
-    /// namespace/name, and objects without a name or namespace.
+    /// namespace/name, objects without a name or namespace, and (when installed from a
+    /// [`Collection`]) invalid objects.
     pub shadowed: usize,
 }
 
@@ -56,17 +58,28 @@ impl RouteTableHandle {
     /// Builds a table from the full current set of InterceptorRoutes and HTTPScaledObjects and
     /// swaps it in: queue keys follow the table (new keys at zero, vanished ones dropped), each
     /// target gets its endpoint pool. Requests already routed keep their old snapshot.
+    ///
+    /// The objects are trusted (routes files, tests): they are collected without `validate()`
+    /// ([`collect_unchecked`]). Watched objects go through [`Self::install_collection`].
     pub async fn install(
         &self,
         routes: Vec<InterceptorRoute>,
         httpsos: Vec<HTTPScaledObject>,
     ) -> InstallReport {
-        let sources = RouteSource::collect(&routes, &httpsos);
-        let shadowed = (routes.len() + httpsos.len()).saturating_sub(sources.len());
-        self.install_sources(sources).await.with_shadowed(shadowed)
+        self.install_collection(collect_unchecked(&routes, &httpsos))
+            .await
     }
 
-    /// Installs already collected sources (see [`RouteSource::collect`]).
+    /// Installs the sources of a collection (see [`keda_http_api::routing::collect`]), counting
+    /// its skipped objects in the report.
+    pub async fn install_collection(&self, collection: Collection) -> InstallReport {
+        let skipped = collection.skipped.len();
+        self.install_sources(collection.sources)
+            .await
+            .with_shadowed(skipped)
+    }
+
+    /// Installs already collected sources.
     pub async fn install_sources(&self, sources: Vec<RouteSource>) -> InstallReport {
         let _one_at_a_time = self.inner.install.lock().await;
         let keys: Vec<String> = sources.iter().map(RouteSource::key).collect();
@@ -79,9 +92,9 @@ impl RouteTableHandle {
             let Some(counters) = counters.get(key.as_str()).cloned() else {
                 continue;
             };
-            let target = source.target();
+            let target = super::target(&source);
             let pool = self.inner.endpoints.pool(&target).await;
-            let fallback = match source.fallback_target() {
+            let fallback = match super::fallback_target(&source) {
                 Some(t) => Some(self.inner.endpoints.pool(&t).await),
                 None => None,
             };

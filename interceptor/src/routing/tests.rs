@@ -1,50 +1,14 @@
 use http::{HeaderMap, HeaderName, HeaderValue};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use keda_http_api::http_scaled_object::{HTTPScaledObjectSpec, ScaleTargetRef};
-use keda_http_api::interceptor_route::{
-    HeaderMatch, InterceptorRouteSpec, PathMatch, RoutingRule, ScalingMetric, TargetRef,
-};
-use keda_http_api::{HTTPScaledObject, InterceptorRoute};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use keda_http_api::interceptor_route::RoutingRule;
+use keda_http_api::routing::builders::{httpso, interceptor_route, rule, spec, valid_spec};
+use keda_http_api::routing::{collect, normalise_host, rule_matches};
 use proptest::prelude::*;
 
 use super::*;
 
 fn time(secs: i64) -> Time {
     Time(k8s_openapi::jiff::Timestamp::from_second(secs).expect("valid"))
-}
-
-fn spec(rules: Vec<RoutingRule>) -> InterceptorRouteSpec {
-    InterceptorRouteSpec {
-        target: TargetRef {
-            service: "svc".into(),
-            port: Some(80),
-            port_name: None,
-        },
-        rules,
-        scaling_metric: ScalingMetric::default(),
-        cold_start: None,
-        timeouts: None,
-        static_routes: Vec::new(),
-    }
-}
-
-fn rule(hosts: &[&str], paths: &[&str], headers: &[(&str, Option<&str>)]) -> RoutingRule {
-    RoutingRule {
-        hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
-        paths: paths
-            .iter()
-            .map(|p| PathMatch {
-                value: (*p).to_owned(),
-            })
-            .collect(),
-        headers: headers
-            .iter()
-            .map(|(n, v)| HeaderMatch {
-                name: (*n).to_owned(),
-                value: v.map(str::to_owned),
-            })
-            .collect(),
-    }
 }
 
 fn source(ns: &str, name: &str, created: Option<i64>, rules: Vec<RoutingRule>) -> RouteSource {
@@ -76,7 +40,7 @@ fn route_name(
     hdrs: &[(&str, &str)],
 ) -> Option<String> {
     let index = RouteIndex::build(sources);
-    let host = strip_port(host).to_ascii_lowercase();
+    let host = normalise_host(host);
     index
         .lookup(&host, path, &headers(hdrs))
         .map(|i| sources[i].name.to_string())
@@ -515,44 +479,13 @@ fn routing_rules_table() {
 
 #[test]
 fn interceptor_route_wins_a_name_clash() {
-    let ir = InterceptorRoute {
-        metadata: ObjectMeta {
-            name: Some("app".into()),
-            namespace: Some("ns".into()),
-            ..ObjectMeta::default()
-        },
-        spec: spec(vec![rule(&["ir.example.com"], &[], &[])]),
-        status: None,
-    };
-    let so = |name: &str| HTTPScaledObject {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            namespace: Some("ns".into()),
-            ..ObjectMeta::default()
-        },
-        spec: HTTPScaledObjectSpec {
-            hosts: vec!["so.example.com".into()],
-            path_prefixes: vec!["/api".into()],
-            headers: vec![],
-            scale_target_ref: ScaleTargetRef {
-                name: Some("app".into()),
-                api_version: None,
-                kind: None,
-                service: "app-svc".into(),
-                port: Some(8080),
-                port_name: None,
-            },
-            cold_start_timeout_failover_ref: None,
-            replicas: None,
-            target_pending_requests: None,
-            scaledown_period: None,
-            initial_cooldown_period: None,
-            scaling_metric: None,
-            timeouts: None,
-        },
-        status: None,
-    };
-    let sources = RouteSource::collect(&[ir], &[so("app"), so("other")]);
+    let ir = interceptor_route(
+        "ns",
+        "app",
+        valid_spec(vec![rule(&["ir.example.com"], &[], &[])]),
+    );
+    let so = |name: &str| httpso("ns", name, &["so.example.com"], &["/api"]);
+    let sources = collect([&ir], [&so("app"), &so("other")]).sources;
     assert_eq!(sources.len(), 2);
     assert_eq!(sources[0].kind, RouteKind::InterceptorRoute);
     assert_eq!(sources[1].kind, RouteKind::HTTPScaledObject);
@@ -566,22 +499,26 @@ fn interceptor_route_wins_a_name_clash() {
         Some("other")
     );
     assert_eq!(
-        sources[1].target(),
+        target(&sources[1]),
         Target {
             namespace: "ns".into(),
-            service: "app-svc".into(),
+            service: "other-svc".into(),
             port: TargetPort::Number(8080)
         }
     );
 }
 
 #[test]
-fn strip_port_cases() {
-    assert_eq!(strip_port("a.com:80"), "a.com");
-    assert_eq!(strip_port("a.com"), "a.com");
-    assert_eq!(strip_port("[::1]:80"), "[::1]");
-    assert_eq!(strip_port("[::1]"), "[::1]");
-    assert_eq!(strip_port("a.com:x"), "a.com:x");
+fn invalid_routes_are_not_routed_and_do_not_shadow() {
+    let mut bad = interceptor_route("ns", "app", valid_spec(vec![rule(&[], &[], &[])]));
+    bad.spec.target.port = None;
+    let so = httpso("ns", "app", &["so.example.com"], &[]);
+    let sources = collect([&bad], [&so]).sources;
+    assert_eq!(route_name(&sources, "other.example.com", "/", &[]), None);
+    assert_eq!(
+        route_name(&sources, "so.example.com", "/", &[]).as_deref(),
+        Some("app")
+    );
 }
 
 // ---- property test against a naive matcher ----
@@ -668,7 +605,7 @@ fn arb_request_headers() -> impl Strategy<Value = Vec<(&'static str, &'static st
 /// Host tier of a configured host for a request host: 0 exact, 1.. wildcard by specificity
 /// (fewer labels stripped = lower), `usize::MAX - 1` catch-all, `None` no match.
 fn naive_tier(pattern: &str, host: &str) -> Option<usize> {
-    let pattern = strip_port(pattern.trim()).to_ascii_lowercase();
+    let pattern = normalise_host(pattern.trim());
     if pattern.is_empty() || pattern == "*" {
         return Some(usize::MAX - 1);
     }
@@ -709,7 +646,7 @@ fn naive_lookup(
     path: &str,
     headers: &HeaderMap,
 ) -> Option<usize> {
-    let host = strip_port(host).to_ascii_lowercase();
+    let host = normalise_host(host);
     let mut best: Option<(usize, Reverse<usize>, _, usize)> = None;
     for (i, s) in sources.iter().enumerate() {
         for rule in &s.spec.rules {
@@ -767,9 +704,168 @@ proptest! {
     ) {
         let index = RouteIndex::build(&sources);
         let map = headers(&hdrs);
-        let lowered = strip_port(host).to_ascii_lowercase();
+        let lowered = normalise_host(host);
         let got = index.lookup(&lowered, path, &map);
         let want = naive_lookup(&sources, host, path, &map);
         prop_assert_eq!(got, want);
+    }
+}
+
+// ---- property test against the api crate's plain matcher ----
+
+/// Configured hosts including the normalisation edge cases.
+const EDGE_HOSTS: &[&str] = &[
+    "a.com",
+    "b.a.com",
+    "*.a.com",
+    "*.b.a.com",
+    "*",
+    "",
+    "A.com.",
+    "b.a.com:81",
+    "[::1]:80",
+    "::1",
+    "a.com:abc",
+    "*.",
+    "*..",
+];
+const EDGE_PATHS: &[&str] = &["/", "/api", "/api/v1", "api/", "/a//b/", "/a"];
+const EDGE_HEADER_NAMES: &[&str] = &["x-a", "X-B", "bad name"];
+const EDGE_REQ_HOSTS: &[&str] = &[
+    "a.com",
+    "A.COM.",
+    "b.a.com:8080",
+    "x.b.a.com",
+    ".a.com",
+    "[::1]:8080",
+    "::1",
+    "a.com:abc",
+    "localhost",
+    "",
+];
+const EDGE_REQ_PATHS: &[&str] = &[
+    "/",
+    "/api",
+    "/api/",
+    "/api/v1/x",
+    "/apiv2",
+    "/a//b/c",
+    "/a/b/c",
+    "",
+];
+
+fn arb_edge_rule() -> impl Strategy<Value = RoutingRule> {
+    (
+        prop::collection::vec(prop::sample::select(EDGE_HOSTS), 0..3),
+        prop::collection::vec(prop::sample::select(EDGE_PATHS), 0..3),
+        prop::collection::vec(
+            (
+                prop::sample::select(EDGE_HEADER_NAMES),
+                prop::sample::select(HEADER_VALUES),
+            ),
+            0..3,
+        ),
+    )
+        .prop_map(|(hosts, paths, headers)| rule(&hosts, &paths, &headers))
+}
+
+fn arb_edge_sources() -> impl Strategy<Value = Vec<RouteSource>> {
+    prop::collection::vec(
+        (
+            prop::sample::select(&["a", "b"][..]),
+            prop::option::of(prop::sample::select(&[100_i64, 200][..])),
+            prop::collection::vec(arb_edge_rule(), 0..3),
+        ),
+        1..6,
+    )
+    .prop_map(|routes| {
+        routes
+            .into_iter()
+            .enumerate()
+            .map(|(i, (ns, created, rules))| source(ns, &format!("r{i}"), created, rules))
+            .collect()
+    })
+}
+
+/// How good a match a rule that `rule_matches` accepted is, under the documented precedence
+/// (smaller is better): host tier (exact, then wildcards by longer suffix, then catch-all),
+/// longer path prefix, more header matchers, more valued header matchers.
+type Rank = (
+    u8,
+    Reverse<usize>,
+    Reverse<usize>,
+    Reverse<usize>,
+    Reverse<usize>,
+);
+
+fn best_rank(rule: &RoutingRule, host: &str, path: &str) -> Option<Rank> {
+    use keda_http_api::routing::{HostPattern, path_has_prefix};
+    let host = normalise_host(host);
+    let hosts: Vec<HostPattern> = if rule.hosts.is_empty() {
+        vec![HostPattern::Any]
+    } else {
+        rule.hosts.iter().map(|h| HostPattern::parse(h)).collect()
+    };
+    let paths: Vec<&str> = if rule.paths.is_empty() {
+        vec![""]
+    } else {
+        rule.paths.iter().map(|p| path_prefix(&p.value)).collect()
+    };
+    let valued = rule.headers.iter().filter(|h| h.value.is_some()).count();
+    let mut best = None;
+    for h in hosts.iter().filter(|h| h.matches(&host)) {
+        let (tier, specificity) = match h {
+            HostPattern::Exact(_) => (0, 0),
+            HostPattern::Wildcard(suffix) => (1, suffix.len()),
+            HostPattern::Any => (2, 0),
+        };
+        for p in paths.iter().filter(|p| path_has_prefix(path, p)) {
+            let rank = (
+                tier,
+                Reverse(specificity),
+                Reverse(p.len()),
+                Reverse(rule.headers.len()),
+                Reverse(valued),
+            );
+            if best.is_none_or(|b| rank < b) {
+                best = Some(rank);
+            }
+        }
+    }
+    best
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+    /// The index (through [`RouteTable::route`]'s host handling) chooses only routes the plain
+    /// matcher accepts, finds one whenever the plain matcher accepts any rule, and chooses one
+    /// of the best-ranked accepted rules.
+    #[test]
+    fn index_agrees_with_the_api_matcher(
+        sources in arb_edge_sources(),
+        host in prop::sample::select(EDGE_REQ_HOSTS),
+        path in prop::sample::select(EDGE_REQ_PATHS),
+        hdrs in arb_request_headers(),
+    ) {
+        let index = RouteIndex::build(&sources);
+        let map = headers(&hdrs);
+        let got = index.lookup(&normalise_host(host), path, &map);
+        let accepted = |s: &RouteSource| -> Option<Rank> {
+            s.spec
+                .rules
+                .iter()
+                .filter(|r| rule_matches(r, host, path, &map))
+                .filter_map(|r| best_rank(r, host, path))
+                .min()
+        };
+        let best = sources.iter().filter_map(accepted).min();
+        match got {
+            Some(i) => {
+                let rank = accepted(&sources[i]);
+                prop_assert!(rank.is_some(), "index chose {} which the matcher rejects", sources[i].name);
+                prop_assert_eq!(rank, best, "index chose {} but a better rule matches", sources[i].name);
+            }
+            None => prop_assert!(best.is_none(), "the matcher accepts a rule the index missed"),
+        }
     }
 }

@@ -440,8 +440,7 @@ async fn route_table_task(
     }
     loop {
         dirty.borrow_and_update();
-        let (irs, sos) = snapshot(&routes, &httpsos);
-        let report = handle.install(irs, sos).await;
+        let report = handle.install_collection(snapshot(&routes, &httpsos)).await;
         tracing::info!(
             routes = report.routes,
             skipped = report.shadowed,
@@ -454,35 +453,25 @@ async fn route_table_task(
     }
 }
 
+/// The routes in the stores as the interceptor serves them: collected by
+/// `keda_http_api::routing::collect`, with every skipped object logged.
 fn snapshot(
     routes: &Store<InterceptorRoute>,
     httpsos: &Store<HTTPScaledObject>,
-) -> (Vec<InterceptorRoute>, Vec<HTTPScaledObject>) {
-    let irs = routes
-        .state()
-        .iter()
-        .filter(|ir| match ir.spec.validate() {
-            Ok(()) => true,
-            Err(error) => {
-                tracing::warn!(namespace = ?ir.metadata.namespace, name = ?ir.metadata.name, %error, "skipping invalid InterceptorRoute");
-                false
+) -> keda_http_api::routing::Collection {
+    let irs = routes.state();
+    let sos = httpsos.state();
+    let collection =
+        keda_http_api::routing::collect(irs.iter().map(|ir| &**ir), sos.iter().map(|so| &**so));
+    for skipped in &collection.skipped {
+        match &skipped.reason {
+            keda_http_api::routing::SkipReason::Shadowed => {
+                tracing::debug!(%skipped, "route skipped");
             }
-        })
-        .map(|ir| (**ir).clone())
-        .collect();
-    let sos = httpsos
-        .state()
-        .iter()
-        .filter(|so| match so.spec.validate() {
-            Ok(()) => true,
-            Err(error) => {
-                tracing::warn!(namespace = ?so.metadata.namespace, name = ?so.metadata.name, %error, "skipping invalid HTTPScaledObject");
-                false
-            }
-        })
-        .map(|so| (**so).clone())
-        .collect();
-    (irs, sos)
+            _ => tracing::warn!(%skipped, "route skipped"),
+        }
+    }
+    collection
 }
 
 /// Response bodies from ConfigMaps labelled `http.keda.sh/response-body=true`.

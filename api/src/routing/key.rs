@@ -1,23 +1,23 @@
-//! Route keys (host + path prefix + header set) and conflict detection between routes.
+//! Route keys (host + path prefix + header set) and conflicts between routes.
 //!
-//! Two routes conflict when they claim exactly the same key: the interceptor can send a
-//! request for that key to only one of them. Keys are normalised the way the interceptor's
-//! routing table reads them (reference §2.1, §3): a port in a host is dropped, `*` and an empty
-//! host both mean "any host", leading and trailing `/` of a path are trimmed (so no paths and
-//! `/` are both the root), header names compare case-insensitively and header order does not
-//! matter. Hosts compare case-insensitively, because our interceptor matches them that way
-//! (README "Interceptor: routing"): `Example.com` and `example.com` are one key.
+//! Two routes conflict when they claim exactly the same key: the interceptor sends a request
+//! for that key to only one of them. Keys are normalised as the interceptor reads rules: hosts
+//! by [`HostPattern::parse`], paths by [`path_prefix`], header names folded to lower case, the
+//! header set unordered.
 
 use std::collections::BTreeSet;
 use std::fmt;
 
-use keda_http_api::interceptor_route::{HeaderMatch, InterceptorRouteSpec};
+use super::collect::RouteKind;
+use super::host::HostPattern;
+use super::path::path_prefix;
+use crate::interceptor_route::{HeaderMatch, InterceptorRouteSpec};
 
 /// One routing key.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RouteKey {
-    /// Host without port; empty means any host.
-    pub host: String,
+    /// The host pattern.
+    pub host: HostPattern,
     /// Path prefix without leading/trailing `/`; empty means the root.
     pub path: String,
     /// Header matchers: lower-cased name and optional exact value, sorted.
@@ -26,12 +26,12 @@ pub struct RouteKey {
 
 impl fmt::Display for RouteKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let host = if self.host.is_empty() {
-            "*"
-        } else {
-            &self.host
-        };
-        write!(f, "host {host:?}, path \"/{}\"", self.path)?;
+        write!(
+            f,
+            "host {:?}, path \"/{}\"",
+            self.host.to_string(),
+            self.path
+        )?;
         if !self.headers.is_empty() {
             f.write_str(", headers [")?;
             for (i, (name, value)) in self.headers.iter().enumerate() {
@@ -40,7 +40,7 @@ impl fmt::Display for RouteKey {
                 }
                 match value {
                     Some(v) => write!(f, "{name}={v:?}")?,
-                    None => write!(f, "{name}")?,
+                    None => f.write_str(name)?,
                 }
             }
             f.write_str("]")?;
@@ -49,13 +49,40 @@ impl fmt::Display for RouteKey {
     }
 }
 
-/// Which object a route comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum RouteKind {
-    /// `http.keda.sh/v1beta1` InterceptorRoute.
-    InterceptorRoute,
-    /// `http.keda.sh/v1alpha1` HTTPScaledObject.
-    HttpScaledObject,
+/// Every key a route spec claims. A spec without rules claims none (it is never routed).
+pub fn keys(spec: &InterceptorRouteSpec) -> BTreeSet<RouteKey> {
+    let mut out = BTreeSet::new();
+    for rule in &spec.rules {
+        let headers = header_set(&rule.headers);
+        let hosts: Vec<HostPattern> = if rule.hosts.is_empty() {
+            vec![HostPattern::Any]
+        } else {
+            rule.hosts.iter().map(|h| HostPattern::parse(h)).collect()
+        };
+        let paths: Vec<&str> = if rule.paths.is_empty() {
+            vec![""]
+        } else {
+            rule.paths.iter().map(|p| path_prefix(&p.value)).collect()
+        };
+        for host in &hosts {
+            for path in &paths {
+                out.insert(RouteKey {
+                    host: host.clone(),
+                    path: (*path).to_owned(),
+                    headers: headers.clone(),
+                });
+            }
+        }
+    }
+    out
+}
+
+fn header_set(headers: &[HeaderMatch]) -> Vec<(String, Option<String>)> {
+    let set: BTreeSet<(String, Option<String>)> = headers
+        .iter()
+        .map(|h| (h.name.to_ascii_lowercase(), h.value.clone()))
+        .collect();
+    set.into_iter().collect()
 }
 
 /// A route's identity: kind, namespace, name.
@@ -71,68 +98,8 @@ pub struct RouteId {
 
 impl fmt::Display for RouteId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = match self.kind {
-            RouteKind::InterceptorRoute => "InterceptorRoute",
-            RouteKind::HttpScaledObject => "HTTPScaledObject",
-        };
-        write!(f, "{kind} {}/{}", self.namespace, self.name)
+        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
     }
-}
-
-/// Every key a route spec claims. A spec without rules claims none (it is never routed).
-pub fn keys(spec: &InterceptorRouteSpec) -> BTreeSet<RouteKey> {
-    let mut out = BTreeSet::new();
-    for rule in &spec.rules {
-        let headers = normalise_headers(&rule.headers);
-        let hosts: Vec<String> = if rule.hosts.is_empty() {
-            vec![String::new()]
-        } else {
-            rule.hosts.iter().map(|h| normalise_host(h)).collect()
-        };
-        let paths: Vec<String> = if rule.paths.is_empty() {
-            vec![String::new()]
-        } else {
-            rule.paths
-                .iter()
-                .map(|p| p.value.trim_matches('/').to_owned())
-                .collect()
-        };
-        for host in &hosts {
-            for path in &paths {
-                out.insert(RouteKey {
-                    host: host.clone(),
-                    path: path.clone(),
-                    headers: headers.clone(),
-                });
-            }
-        }
-    }
-    out
-}
-
-fn normalise_host(host: &str) -> String {
-    let host = host.trim();
-    let without_port = if let Some(rest) = host.strip_prefix('[') {
-        // [v6]:port or [v6]
-        rest.split_once(']').map_or(host, |(ip, _)| ip)
-    } else if host.matches(':').count() == 1 {
-        host.split_once(':').map_or(host, |(h, _)| h)
-    } else {
-        host
-    };
-    if without_port == "*" {
-        String::new()
-    } else {
-        without_port.to_ascii_lowercase()
-    }
-}
-
-fn normalise_headers(headers: &[HeaderMatch]) -> Vec<(String, Option<String>)> {
-    let set: BTreeSet<(String, Option<String>)> = headers
-        .iter()
-        .map(|h| (h.name.to_ascii_lowercase(), h.value.clone()))
-        .collect();
-    set.into_iter().collect()
 }
 
 /// One conflict: a key this route shares with another.
@@ -194,43 +161,8 @@ pub fn conflict_message(me: &RouteId, conflicts: &[Conflict]) -> Option<String> 
 
 #[cfg(test)]
 mod tests {
-    use keda_http_api::interceptor_route::{PathMatch, RoutingRule, ScalingMetric, TargetRef};
-
     use super::*;
-
-    fn spec(rules: Vec<RoutingRule>) -> InterceptorRouteSpec {
-        InterceptorRouteSpec {
-            target: TargetRef {
-                service: "svc".to_owned(),
-                port: Some(80),
-                port_name: None,
-            },
-            rules,
-            scaling_metric: ScalingMetric::default(),
-            cold_start: None,
-            timeouts: None,
-            static_routes: Vec::new(),
-        }
-    }
-
-    fn rule(hosts: &[&str], paths: &[&str], headers: &[(&str, Option<&str>)]) -> RoutingRule {
-        RoutingRule {
-            hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
-            paths: paths
-                .iter()
-                .map(|p| PathMatch {
-                    value: (*p).to_owned(),
-                })
-                .collect(),
-            headers: headers
-                .iter()
-                .map(|(n, v)| HeaderMatch {
-                    name: (*n).to_owned(),
-                    value: v.map(str::to_owned),
-                })
-                .collect(),
-        }
-    }
+    use crate::routing::builders::{rule, spec};
 
     fn id(kind: RouteKind, name: &str) -> RouteId {
         RouteId {
@@ -262,31 +194,32 @@ mod tests {
     }
 
     #[test]
-    fn hosts_are_case_insensitive_and_values_matter() {
-        // The interceptor lowercases hosts, so these two claim the same key.
-        let a = keys(&spec(vec![rule(&["A.example"], &[], &[])]));
-        let b = keys(&spec(vec![rule(&["a.example"], &[], &[])]));
-        assert_eq!(a, b);
+    fn hosts_normalise_as_the_interceptor_reads_them() {
+        let key = |h: &str| keys(&spec(vec![rule(&[h], &[], &[])]));
+        assert_eq!(key("A.example"), key("a.example"));
+        assert_eq!(key("EXAMPLE.com."), key("example.com"));
+        assert_eq!(key("[::1]:80"), key("::1"));
+        assert_ne!(key("example.com:abc"), key("example.com"));
+        assert_eq!(key(""), key("*"));
+        assert_ne!(key("*.a.b"), key("a.b"));
         let c = keys(&spec(vec![rule(&["a"], &[], &[("x", Some("1"))])]));
         let d = keys(&spec(vec![rule(&["a"], &[], &[("x", Some("2"))])]));
         let e = keys(&spec(vec![rule(&["a"], &[], &[("x", None)])]));
         assert!(c.is_disjoint(&d) && c.is_disjoint(&e));
-        let ipv6 = keys(&spec(vec![rule(&["[::1]:80"], &[], &[])]));
-        assert_eq!(ipv6.iter().next().unwrap().host, "::1");
     }
 
     #[test]
     fn conflicts_name_both_routes() {
         let me = id(RouteKind::InterceptorRoute, "a");
         let mine = keys(&spec(vec![rule(&["h"], &["/p"], &[])]));
-        let same = keys(&spec(vec![rule(&["h"], &["p/"], &[])]));
+        let same = keys(&spec(vec![rule(&["H"], &["p/"], &[])]));
         let other = keys(&spec(vec![rule(&["h"], &["/q"], &[])]));
         let found = conflicts(
             &me,
             &mine,
             [
                 (me.clone(), &mine),
-                (id(RouteKind::HttpScaledObject, "b"), &same),
+                (id(RouteKind::HTTPScaledObject, "b"), &same),
                 (id(RouteKind::InterceptorRoute, "c"), &other),
                 (id(RouteKind::InterceptorRoute, "d"), &same),
             ],
@@ -304,13 +237,13 @@ mod tests {
     #[test]
     fn key_display_lists_headers() {
         let k = keys(&spec(vec![rule(
-            &[],
-            &[],
+            &["*.A.b"],
+            &["/a//b/"],
             &[("X", Some("1")), ("Y", None)],
         )]));
         assert_eq!(
             k.iter().next().unwrap().to_string(),
-            "host \"*\", path \"/\", headers [x=\"1\", y]"
+            "host \"*.a.b\", path \"/a//b\", headers [x=\"1\", y]"
         );
     }
 }
