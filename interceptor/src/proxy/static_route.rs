@@ -2,10 +2,8 @@
 //! Matched before counting; what the match leads to (answer or uncounted forward) is decided
 //! in the admit phase.
 
-use http::header::{HeaderMap, HeaderName};
-use keda_http_api::interceptor_route::{InterceptorRouteSpec, RoutingRule, StaticRoute};
-
-use crate::routing::strip_port;
+use http::header::HeaderMap;
+use keda_http_api::interceptor_route::{InterceptorRouteSpec, StaticRoute};
 
 /// The first static route of `spec` with a rule matching the request (list order).
 pub fn static_route<'a>(
@@ -22,52 +20,14 @@ pub fn static_route<'a>(
     })
 }
 
-/// Whether one routing rule matches; empty fields match everything. Hosts: exact
-/// (case-insensitive, ports ignored), `*.suffix` (not the apex), `*` or empty. Paths:
-/// segment-aware prefixes. Headers: all present, valued ones equal to one of the values.
-pub fn rule_matches(rule: &RoutingRule, host: &str, path: &str, headers: &HeaderMap) -> bool {
-    let host = strip_port(host);
-    let host_ok = rule.hosts.is_empty()
-        || rule.hosts.iter().any(|h| {
-            let h = strip_port(h);
-            if h.is_empty() || h == "*" {
-                true
-            } else if let Some(suffix) = h.strip_prefix("*.") {
-                host.len() > suffix.len() + 1
-                    && host
-                        .get(host.len() - suffix.len()..)
-                        .is_some_and(|tail| tail.eq_ignore_ascii_case(suffix))
-                    && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'
-            } else {
-                h.eq_ignore_ascii_case(host)
-            }
-        });
-    let trimmed = path.trim_matches('/');
-    let path_ok = rule.paths.is_empty()
-        || rule.paths.iter().any(|p| {
-            let prefix = p.value.trim_matches('/');
-            prefix.is_empty()
-                || trimmed == prefix
-                || trimmed
-                    .strip_prefix(prefix)
-                    .is_some_and(|rest| rest.starts_with('/'))
-        });
-    let headers_ok = rule.headers.iter().all(|m| {
-        let Ok(name) = HeaderName::from_bytes(m.name.as_bytes()) else {
-            return false;
-        };
-        let mut values = headers.get_all(&name).iter().peekable();
-        match &m.value {
-            None => values.peek().is_some(),
-            Some(want) => values.any(|v| v.as_bytes() == want.as_bytes()),
-        }
-    });
-    host_ok && path_ok && headers_ok
-}
+/// Whether one routing rule matches: the one definition in [`keda_http_api::routing`], shared
+/// with the routing index and the operator's conflict check.
+pub use keda_http_api::routing::rule_matches;
+
 #[cfg(test)]
 mod tests {
     use http::HeaderValue;
-    use keda_http_api::interceptor_route::{HeaderMatch, PathMatch};
+    use keda_http_api::interceptor_route::{HeaderMatch, PathMatch, RoutingRule};
 
     use super::*;
 

@@ -31,9 +31,6 @@ use crate::endpoints::{Pool, Target, TargetPort};
 use crate::queue::RouteCounters;
 
 pub use handle::{InstallReport, RouteTableHandle};
-/// The bare host of an authority (port and IPv6 brackets dropped), as every routing caller
-/// reads it.
-pub use keda_http_api::routing::request_host as strip_port;
 pub use keda_http_api::routing::{RouteKind, RouteSource};
 
 /// The `coldStart.fallback.service` target of a route, if set.
