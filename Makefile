@@ -6,7 +6,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup demo test fmt-check clippy cargo-test doc charts-test bench tools
+.PHONY: setup demo test fmt-check arch-check clippy cargo-test doc charts-test bench tools
 
 ## setup: install the system tools the build needs (cmake for pingora's zlib-ng) if missing.
 setup:
@@ -15,10 +15,15 @@ setup:
 demo: setup
 	$(CARGO) run -q -p keda-http-e2e --bin demo
 
-test: setup fmt-check clippy cargo-test doc charts-test
+test: setup fmt-check arch-check clippy cargo-test doc charts-test
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
+
+## arch-check: no cycle between crates (dev-deps included) or between a crate's top-level
+## modules, and every `compat §x.y` citation names a section of docs/compat.md.
+arch-check:
+	./scripts/check-architecture.sh
 
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings

@@ -9,6 +9,7 @@
 pub mod manifests;
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -107,10 +108,25 @@ struct Load {
     in_flight: AtomicI64,
 }
 
+impl Load {
+    /// Latencies (sorted) and error count of the requests completed in `[from, to)`.
+    fn window(&self, from: Instant, to: Instant) -> (Vec<Duration>, usize) {
+        let samples = self.samples.lock().unwrap_or_else(PoisonError::into_inner);
+        let in_window: Vec<&Sample> = samples
+            .iter()
+            .filter(|s| s.at >= from && s.at < to)
+            .collect();
+        let errors = in_window.iter().filter(|s| !s.ok).count();
+        let mut latencies: Vec<Duration> = in_window.iter().map(|s| s.latency).collect();
+        latencies.sort();
+        (latencies, errors)
+    }
+}
+
 type Http = HttpClient<HttpConnector, Empty<Bytes>>;
 
 /// `GET /` through the interceptor with the route's Host; the status (0 on a transport error).
-async fn request(http: &Http, proxy: std::net::SocketAddr, host: &str) -> u16 {
+async fn request(http: &Http, proxy: SocketAddr, host: &str) -> u16 {
     let Ok(req) = http::Request::get(format!("http://{proxy}/"))
         .header(http::header::HOST, host)
         .body(Empty::<Bytes>::new())
@@ -194,12 +210,46 @@ pub async fn run(options: DemoOptions, out: &mut dyn Write) -> Result<Summary, D
     Ok(summary)
 }
 
+/// What the walk-through's steps share: the hello app's objects, the HTTP client and the
+/// interceptor's proxy address.
+struct Hello {
+    deployments: Api<Deployment>,
+    slices: Api<EndpointSlice>,
+    http: Http,
+    proxy: SocketAddr,
+}
+
+/// The story, step by step: apply the app, wait for zero, time the cold start, run the load
+/// with a timeline each second until the app is back at zero, print the summary.
 async fn walk_through(
     harness: &Harness,
     options: &DemoOptions,
     out: &mut dyn Write,
 ) -> Result<Summary, DemoError> {
-    let values = &options.values;
+    let hello = apply_hello(harness, &options.values, out).await?;
+    wait_for_zero(&hello, options, out).await?;
+    let cold_start = first_request(&hello, options, out).await?;
+
+    write_timeline_header(options, out)?;
+    let load = Arc::new(Load::default());
+    let start = Instant::now();
+    let generator = spawn_load(&hello, options, load.clone(), start);
+    let mut summary = Summary {
+        cold_start,
+        ..Summary::default()
+    };
+    timeline(&hello, options, &load, &generator, start, &mut summary, out).await?;
+    summarise_load(&load, &mut summary);
+    write_summary(&summary, options, out)?;
+    Ok(summary)
+}
+
+/// Applies the hello chart's objects and opens what the other steps use.
+async fn apply_hello(
+    harness: &Harness,
+    values: &HelloValues,
+    out: &mut dyn Write,
+) -> Result<Hello, DemoError> {
     harness
         .apply_yaml(&manifests::hello_yaml(values), "default")
         .await?;
@@ -210,25 +260,41 @@ async fn walk_through(
         values.host, values.target_concurrency, values.delay_ms, values.cooldown_seconds
     )?;
     let client = harness.client();
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
-    let slices: Api<EndpointSlice> = Api::namespaced(client, "default");
-    let http: Http = HttpClient::builder(TokioExecutor::new()).build_http();
-    let proxy = harness.proxy_addr();
+    Ok(Hello {
+        deployments: Api::namespaced(client.clone(), "default"),
+        slices: Api::namespaced(client, "default"),
+        http: HttpClient::builder(TokioExecutor::new()).build_http(),
+        proxy: harness.proxy_addr(),
+    })
+}
 
-    // Wait for zero replicas (KEDA takes the chart's Deployment, created at 1, down to 0).
+/// Waits for zero replicas (KEDA takes the chart's Deployment, created at 1, down to 0).
+async fn wait_for_zero(
+    hello: &Hello,
+    options: &DemoOptions,
+    out: &mut dyn Write,
+) -> Result<(), DemoError> {
     let settle = Instant::now();
-    while observe(&deployments, &slices).await != (0, 0)
+    while observe(&hello.deployments, &hello.slices).await != (0, 0)
         && settle.elapsed() < options.scale_down_timeout
     {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     writeln!(out, "hello is at 0 replicas; sending the first request...")?;
+    Ok(())
+}
 
-    // The first request: 404 means the interceptor has not seen the route yet; retry those.
+/// The first request, timed. A 404 means the interceptor has not seen the route yet; those
+/// (and any other failure) are retried until the cold-start timeout.
+async fn first_request(
+    hello: &Hello,
+    options: &DemoOptions,
+    out: &mut dyn Write,
+) -> Result<Duration, DemoError> {
     let first = Instant::now();
     let cold_start = loop {
         let sent = Instant::now();
-        let status = request(&http, proxy, &values.host).await;
+        let status = request(&hello.http, hello.proxy, &options.values.host).await;
         if status == 200 {
             break sent.elapsed();
         }
@@ -253,7 +319,11 @@ async fn walk_through(
         "cold start: first response after {} ms",
         ms(cold_start)
     )?;
+    Ok(cold_start)
+}
 
+/// The load line and the timeline's column heads.
+fn write_timeline_header(options: &DemoOptions, out: &mut dyn Write) -> std::io::Result<()> {
     writeln!(
         out,
         "load: {} req/s for {} s\n{:>4} {:>8} {:>6} {:>9} {:>6} {:>7} {:>7} {:>6}",
@@ -267,47 +337,62 @@ async fn walk_through(
         "p50ms",
         "p99ms",
         "errors"
-    )?;
-    let load = Arc::new(Load::default());
-    let start = Instant::now();
-    let generator = {
-        let load = load.clone();
-        let http = http.clone();
-        let host = values.host.clone();
-        let period = Duration::from_secs_f64(1.0 / options.rate.max(0.1));
-        let duration = options.duration;
-        tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(period);
-            let mut tasks = tokio::task::JoinSet::new();
-            while start.elapsed() < duration {
-                ticker.tick().await;
-                let load = load.clone();
-                let http = http.clone();
-                let host = host.clone();
-                tasks.spawn(async move {
-                    load.in_flight.fetch_add(1, Ordering::Relaxed);
-                    let sent = Instant::now();
-                    let status = request(&http, proxy, &host).await;
-                    load.in_flight.fetch_sub(1, Ordering::Relaxed);
-                    let sample = Sample {
-                        at: Instant::now(),
-                        latency: sent.elapsed(),
-                        ok: status == 200,
-                    };
-                    load.samples
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .push(sample);
-                });
-            }
-            while tasks.join_next().await.is_some() {}
-        })
-    };
+    )
+}
 
-    let mut summary = Summary {
-        cold_start,
-        ..Summary::default()
-    };
+/// Sends `options.rate` requests a second for `options.duration` from `start`, each recorded
+/// in `load`; the task ends when the last response is in.
+fn spawn_load(
+    hello: &Hello,
+    options: &DemoOptions,
+    load: Arc<Load>,
+    start: Instant,
+) -> tokio::task::JoinHandle<()> {
+    let http = hello.http.clone();
+    let proxy = hello.proxy;
+    let host = options.values.host.clone();
+    let period = Duration::from_secs_f64(1.0 / options.rate.max(0.1));
+    let duration = options.duration;
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(period);
+        let mut tasks = tokio::task::JoinSet::new();
+        while start.elapsed() < duration {
+            ticker.tick().await;
+            let load = load.clone();
+            let http = http.clone();
+            let host = host.clone();
+            tasks.spawn(async move {
+                load.in_flight.fetch_add(1, Ordering::Relaxed);
+                let sent = Instant::now();
+                let status = request(&http, proxy, &host).await;
+                load.in_flight.fetch_sub(1, Ordering::Relaxed);
+                let sample = Sample {
+                    at: Instant::now(),
+                    latency: sent.elapsed(),
+                    ok: status == 200,
+                };
+                load.samples
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(sample);
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+    })
+}
+
+/// One timeline line a second (replicas, ready endpoints, in flight, the second's requests,
+/// p50, p99, errors) until the app is back at zero after the load, or the scale-down timeout
+/// passed. Records the highest replica count and the time back to zero in `summary`.
+async fn timeline(
+    hello: &Hello,
+    options: &DemoOptions,
+    load: &Load,
+    generator: &tokio::task::JoinHandle<()>,
+    start: Instant,
+    summary: &mut Summary,
+    out: &mut dyn Write,
+) -> Result<(), DemoError> {
     let mut second = 0u64;
     let mut load_ended: Option<Instant> = None;
     let mut ticker =
@@ -315,23 +400,12 @@ async fn walk_through(
     loop {
         ticker.tick().await;
         second += 1;
-        let (replicas, ready) = observe(&deployments, &slices).await;
+        let (replicas, ready) = observe(&hello.deployments, &hello.slices).await;
         summary.max_replicas = summary.max_replicas.max(replicas);
-        let window_start = start + Duration::from_secs(second - 1);
-        let window_end = start + Duration::from_secs(second);
-        let (mut latencies, errors) = {
-            let samples = load.samples.lock().unwrap_or_else(PoisonError::into_inner);
-            let in_window: Vec<&Sample> = samples
-                .iter()
-                .filter(|s| s.at >= window_start && s.at < window_end)
-                .collect();
-            let errors = in_window.iter().filter(|s| !s.ok).count();
-            (
-                in_window.iter().map(|s| s.latency).collect::<Vec<_>>(),
-                errors,
-            )
-        };
-        latencies.sort();
+        let (latencies, errors) = load.window(
+            start + Duration::from_secs(second - 1),
+            start + Duration::from_secs(second),
+        );
         writeln!(
             out,
             "{:>3}s {:>8} {:>6} {:>9} {:>6} {:>7} {:>7} {:>6}",
@@ -351,14 +425,17 @@ async fn walk_through(
         if let Some(ended) = load_ended {
             if replicas == 0 && ready == 0 {
                 summary.to_zero = Some(ended.elapsed());
-                break;
+                return Ok(());
             }
             if ended.elapsed() > options.scale_down_timeout {
-                break;
+                return Ok(());
             }
         }
     }
+}
 
+/// Request count, errors and latency quantiles of the whole load phase.
+fn summarise_load(load: &Load, summary: &mut Summary) {
     let samples = load.samples.lock().unwrap_or_else(PoisonError::into_inner);
     summary.requests = samples.len() as u64;
     summary.errors = samples.iter().filter(|s| !s.ok).count() as u64;
@@ -366,8 +443,14 @@ async fn walk_through(
     all.sort();
     summary.p50 = quantile(&all, 0.5);
     summary.p99 = quantile(&all, 0.99);
-    drop(samples);
+}
 
+/// The summary block that ends the demo.
+fn write_summary(
+    summary: &Summary,
+    options: &DemoOptions,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
     writeln!(out, "\nsummary")?;
     writeln!(
         out,
@@ -397,14 +480,13 @@ async fn walk_through(
             out,
             "  back to zero                 {} s after the load",
             d.as_secs()
-        )?,
+        ),
         None => writeln!(
             out,
             "  back to zero                 not within {} s",
             options.scale_down_timeout.as_secs()
-        )?,
+        ),
     }
-    Ok(summary)
 }
 
 #[cfg(test)]
