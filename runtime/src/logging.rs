@@ -111,9 +111,10 @@ pub struct ZapFlags {
     #[arg(long = "zap-encoder", value_parser = LogFormat::parse)]
     pub zap_encoder: Option<LogFormat>,
 
-    /// Development mode: debug level and console encoder unless set otherwise.
-    #[arg(long = "zap-devel", num_args = 0..=1, default_missing_value = "true",
-          value_parser = crate::config::go_bool)]
+    /// Development mode: debug level and console encoder unless set otherwise (Go form:
+    /// `--zap-devel` or `--zap-devel=false`).
+    #[arg(long = "zap-devel", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = crate::config::go_bool)]
     pub zap_devel: Option<bool>,
 
     /// Accepted for compatibility; no effect (a warning is logged).
