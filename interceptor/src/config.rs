@@ -60,7 +60,8 @@ pub enum TlsVersion {
     name = "keda-http-interceptor",
     version,
     about = "keda-http interceptor: the HTTP data plane (routing, counting, forwarding)",
-    long_about = None
+    long_about = None,
+    mut_arg("zap_encoder", |a| a.help("Log encoder: json or console [default: console]"))
 )]
 #[allow(clippy::struct_excessive_bools)]
 pub struct Config {

@@ -63,7 +63,9 @@ Invalid settings exit with status 64 and one line naming the variable or flag.";
 /// Command-line flags, named as the official (controller-runtime) operator names them. Boolean
 /// flags take Go's forms: `--flag`, `--flag=true`, `--flag=false`.
 #[derive(Parser, Debug, Clone)]
-#[command(name = "keda-http-operator", version, about = ABOUT, after_help = ENV_HELP)]
+#[command(name = "keda-http-operator", version, about = ABOUT, after_help = ENV_HELP,
+          mut_arg("zap_encoder", |a| a.help(
+              "Log encoder: json or console [default: json; console with --zap-devel]")))]
 pub struct Args {
     /// Address of the Prometheus /metrics endpoint (Go syntax, ":8080" = all interfaces); "0"
     /// disables it.

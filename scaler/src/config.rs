@@ -72,7 +72,9 @@ pub const MIN_DERIVED_FETCH_TIMEOUT: Duration = Duration::from_millis(250);
     after_help = "Every flag can also be set through the environment variable shown with it. \
                   Durations use Go syntax (500ms, 10s, 1m). An invalid value exits with status 64.",
     mut_arg("zap_log_level", |a| a.env(ENV_LOG_LEVEL)),
-    mut_arg("zap_encoder", |a| a.env(ENV_LOG_FORMAT)),
+    mut_arg("zap_encoder", |a| a
+        .env(ENV_LOG_FORMAT)
+        .help("Log encoder: json or console [default: console]")),
     mut_arg("zap_time_encoding", |a| a.hide_short_help(true)),
     mut_arg("zap_stacktrace_level", |a| a.hide_short_help(true)),
     mut_arg("zap_devel", |a| a.hide_short_help(true))
