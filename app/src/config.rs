@@ -89,15 +89,34 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
 
     #[test]
     fn defaults_match_the_docs() {
-        let c = Config::try_parse_from(["hello"]).unwrap();
+        let c: Config = keda_http_runtime::config::parse_from(["hello"], &|_| None).unwrap();
         assert_eq!(c.port, 8080);
         assert_eq!(c.delay_ms, 0);
         assert_eq!(c.max_delay_ms, 30_000);
         assert_eq!(c.shutdown_delay_ms, 0);
+    }
+
+    #[test]
+    fn settings_come_from_the_given_variables() {
+        let env = |name: &str| match name {
+            "PORT" => Some("9000".to_owned()),
+            "DELAY_MS" => Some("25".to_owned()),
+            "LOG_FORMAT" => Some("json".to_owned()),
+            _ => None,
+        };
+        let c: Config = keda_http_runtime::config::parse_from(["hello"], &env).unwrap();
+        assert_eq!(c.port, 9000);
+        assert_eq!(c.delay_ms, 25);
+        assert_eq!(c.log_format, LogFormat::Json);
+        let bad = |name: &str| (name == "PORT").then(|| "eighty".to_owned());
+        let err = keda_http_runtime::config::parse_from::<Config, _, _>(["hello"], &bad)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("PORT (--port)"), "{err}");
+        assert!(!err.contains('\n'), "{err}");
     }
 
     #[test]

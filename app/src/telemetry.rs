@@ -1,6 +1,7 @@
-//! Log output: `tracing` with an `EnvFilter` from `RUST_LOG` (default `info`), console or JSON.
+//! Log output: `tracing` with an `EnvFilter` from `RUST_LOG` (default `info`), console or JSON,
+//! on stdout, set up by `keda_http_runtime::logging`.
 
-use tracing_subscriber::EnvFilter;
+use keda_http_runtime::logging::{self, LogSettings, LogStream};
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -13,10 +14,14 @@ pub enum LogFormat {
 
 /// Installs the global subscriber. Calling it twice is harmless (the second call is ignored).
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let _ = match format {
-        LogFormat::Console => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+    let format = match format {
+        LogFormat::Console => logging::LogFormat::Console,
+        LogFormat::Json => logging::LogFormat::Json,
     };
+    let settings = LogSettings {
+        format,
+        filter: "info".to_owned(),
+        ignored: Vec::new(),
+    };
+    logging::init(&settings, LogStream::Stdout);
 }

@@ -5,41 +5,24 @@
 //! [`Config::parse_from`] does the same over explicit arguments and an explicit variable lookup,
 //! so tests never touch the process environment. An invalid value becomes a [`ConfigError`]
 //! whose one-line message names the variable; `main` prints it and exits with status 64.
+//! The parsing shape, the error and the `--zap-*` flags come from `keda_http_runtime`.
 
 use std::ffi::OsString;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
+use clap::{ArgAction, Parser};
 use keda_http_api::duration::parse_go_duration;
+use keda_http_runtime::config::go_bool;
+use keda_http_runtime::logging::ZapFlags;
 
-/// Exit status for invalid configuration (`EX_USAGE`).
-pub const EXIT_CONFIG: i32 = 64;
-
-/// Why the configuration was rejected, or that help/version was asked for.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// A setting is missing or has an invalid value; the message names the variable.
-    #[error("{0}")]
-    Invalid(String),
-    /// `--help` or `--version`: print the text and exit 0.
-    #[error("{0}")]
-    Display(String),
-}
+pub use keda_http_runtime::config::{ConfigError, EXIT_CONFIG};
+pub use keda_http_runtime::logging::LogFormat;
 
 /// A Go-syntax duration (`500ms`, `30s`, `1m`).
 fn duration(s: &str) -> Result<Duration, String> {
     parse_go_duration(s).map_err(|e| e.to_string())
-}
-
-/// A boolean as Go's `strconv.ParseBool` reads it.
-fn go_bool(s: &str) -> Result<bool, String> {
-    match s {
-        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
-        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
-        other => Err(format!("invalid boolean {other:?} (use true or false)")),
-    }
 }
 
 /// A TLS version as the official variables write it.
@@ -62,15 +45,6 @@ fn traces_protocol(s: &str) -> Result<String, String> {
     }
 }
 
-/// A log encoder name.
-fn encoder(s: &str) -> Result<LogFormat, String> {
-    match s {
-        "json" => Ok(LogFormat::Json),
-        "console" => Ok(LogFormat::Console),
-        other => Err(format!("invalid encoder {other:?} (use json or console)")),
-    }
-}
-
 /// A TLS protocol version bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TlsVersion {
@@ -80,22 +54,14 @@ pub enum TlsVersion {
     Tls13,
 }
 
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    /// One JSON object per line.
-    Json,
-    /// Human-readable lines.
-    Console,
-}
-
 /// Every interceptor setting. Field docs are the `--help` text.
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "keda-http-interceptor",
     version,
     about = "keda-http interceptor: the HTTP data plane (routing, counting, forwarding)",
-    long_about = None
+    long_about = None,
+    mut_arg("zap_encoder", |a| a.help("Log encoder: json or console [default: console]"))
 )]
 #[allow(clippy::struct_excessive_bools)]
 pub struct Config {
@@ -298,34 +264,15 @@ pub struct Config {
     #[arg(long, env = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", default_value = "console", value_parser = traces_protocol)]
     pub otel_exporter_otlp_traces_protocol: String,
 
-    /// Log level (debug, info, warn, error; RUST_LOG wins when set).
-    #[arg(long, default_value = "info")]
-    pub zap_log_level: String,
-
-    /// Log encoder: json or console.
-    #[arg(long, default_value = "console", value_parser = encoder)]
-    pub zap_encoder: LogFormat,
-
-    /// Accepted for compatibility with the official chart; ignored.
-    #[arg(long)]
-    pub zap_time_encoding: Option<String>,
-
-    /// Accepted for compatibility with the official chart; ignored.
-    #[arg(long)]
-    pub zap_stacktrace_level: Option<String>,
-
-    /// Accepted for compatibility with the official chart; ignored.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_parser = go_bool)]
-    pub zap_devel: Option<bool>,
+    /// The controller-runtime logging flags (`--zap-log-level`, `--zap-encoder`, ...).
+    #[command(flatten)]
+    pub zap: ZapFlags,
 }
 
 impl Config {
     /// Parses the process arguments and environment.
     pub fn from_env() -> Result<Self, ConfigError> {
-        let matches = Self::command().try_get_matches().map_err(clap_error)?;
-        Self::from_arg_matches(&matches)
-            .map_err(clap_error)
-            .and_then(Self::validated)
+        keda_http_runtime::config::from_process::<Self>().and_then(Self::validated)
     }
 
     /// Parses `args` (the first is the program name) with `env` standing in for the process
@@ -338,30 +285,7 @@ impl Config {
         I: IntoIterator<Item = T>,
         T: Into<OsString> + Clone,
     {
-        let mut argv: Vec<OsString> = args.into_iter().map(Into::into).collect();
-        let command = Self::command();
-        let given: Vec<String> = argv
-            .iter()
-            .filter_map(|a| a.to_str())
-            .filter_map(|a| a.strip_prefix("--"))
-            .map(|a| a.split('=').next().unwrap_or(a).to_owned())
-            .collect();
-        for arg in command.get_arguments() {
-            let (Some(var), Some(long)) = (arg.get_env(), arg.get_long()) else {
-                continue;
-            };
-            let Some(var) = var.to_str() else { continue };
-            if given.iter().any(|g| g == long) {
-                continue;
-            }
-            if let Some(value) = env(var) {
-                argv.push(format!("--{long}={value}").into());
-            }
-        }
-        let matches = command.try_get_matches_from(argv).map_err(clap_error)?;
-        Self::from_arg_matches(&matches)
-            .map_err(clap_error)
-            .and_then(Self::validated)
+        keda_http_runtime::config::parse_from::<Self, _, _>(args, env).and_then(Self::validated)
     }
 
     /// Cross-field checks clap cannot express.
@@ -436,64 +360,11 @@ impl Config {
     }
 }
 
-/// Turns a clap error into one line naming the offending variable (and flag).
-fn clap_error(error: clap::Error) -> ConfigError {
-    use clap::error::{ContextKind, ContextValue, ErrorKind};
-    match error.kind() {
-        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
-            return ConfigError::Display(error.render().to_string());
-        }
-        _ => {}
-    }
-    let command = Config::command();
-    let name_of = |flag: &str| -> String {
-        let long = flag
-            .trim_start_matches("--")
-            .split([' ', '='])
-            .next()
-            .unwrap_or(flag);
-        command
-            .get_arguments()
-            .find(|a| a.get_long() == Some(long))
-            .and_then(|a| a.get_env())
-            .and_then(|e| e.to_str())
-            .map_or_else(|| format!("--{long}"), |var| format!("{var} (--{long})"))
-    };
-    let reason = error
-        .get(ContextKind::Custom)
-        .map(ToString::to_string)
-        .or_else(|| error.source().map(ToString::to_string));
-    let line = match (error.kind(), error.get(ContextKind::InvalidArg)) {
-        (ErrorKind::MissingRequiredArgument, Some(ContextValue::Strings(flags))) => {
-            let names: Vec<String> = flags.iter().map(|f| name_of(f)).collect();
-            format!("missing required setting {}", names.join(", "))
-        }
-        (_, Some(ContextValue::String(flag))) => {
-            let value = match error.get(ContextKind::InvalidValue) {
-                Some(ContextValue::String(v)) => format!(" {v:?}"),
-                _ => String::new(),
-            };
-            let reason = reason.map(|r| format!(": {r}")).unwrap_or_default();
-            format!("invalid {}{value}{reason}", name_of(flag))
-        }
-        _ => {
-            let rendered = error.render().to_string();
-            rendered
-                .lines()
-                .next()
-                .unwrap_or("invalid configuration")
-                .trim_start_matches("error: ")
-                .to_owned()
-        }
-    };
-    ConfigError::Invalid(line)
-}
-
-use std::error::Error as _;
-
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
+
+    use clap::CommandFactory as _;
 
     use super::*;
 
@@ -632,7 +503,25 @@ mod tests {
             &|k| map.get(k).cloned(),
         )
         .expect("valid");
-        assert_eq!(c.zap_encoder, LogFormat::Json);
+        assert_eq!(c.zap.zap_encoder, Some(LogFormat::Json));
+    }
+
+    #[test]
+    fn numeric_zap_levels_are_more_verbose_than_info() {
+        let map: HashMap<String, String> = required()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let c = Config::parse_from(["x", "--zap-log-level=1", "--zap-devel"], &|k| {
+            map.get(k).cloned()
+        })
+        .expect("valid");
+        let settings = c.zap.settings(LogFormat::Console);
+        assert_eq!(settings.filter, "debug");
+        assert!(matches!(
+            Config::parse_from(["x", "--zap-log-level=0"], &|k| map.get(k).cloned()),
+            Err(ConfigError::Invalid(msg)) if msg.contains("--zap-log-level")
+        ));
     }
 
     #[test]

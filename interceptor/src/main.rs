@@ -6,26 +6,17 @@
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use keda_http_interceptor::config::{Config, ConfigError, EXIT_CONFIG, LogFormat};
+use keda_http_interceptor::config::{Config, LogFormat};
 use keda_http_interceptor::endpoints::StaticEndpoints;
 use keda_http_interceptor::watches::KubeWatches;
 use keda_http_interceptor::{Interceptor, files};
+use keda_http_runtime::logging::{self, LogStream};
+use keda_http_runtime::{config, signal};
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
 
 fn main() {
-    let config = match Config::from_env() {
-        Ok(config) => config,
-        Err(ConfigError::Display(text)) => {
-            print!("{text}");
-            std::process::exit(0);
-        }
-        Err(ConfigError::Invalid(line)) => {
-            eprintln!("keda-http-interceptor: {line}");
-            std::process::exit(EXIT_CONFIG);
-        }
-    };
-    init_tracing(&config);
+    let config = config::or_exit("keda-http-interceptor", Config::from_env());
+    logging::init(&config.zap.settings(LogFormat::Console), LogStream::Stderr);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -39,18 +30,6 @@ fn main() {
     if let Err(error) = runtime.block_on(run(config)) {
         tracing::error!(error = format!("{error:#}"), "interceptor failed");
         std::process::exit(1);
-    }
-}
-
-fn init_tracing(config: &Config) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(config.zap_log_level.as_str()));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match config.zap_encoder {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Console => builder.init(),
     }
 }
 
@@ -69,7 +48,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(proxy = %addrs.proxy, admin = %addrs.admin, metrics = ?addrs.metrics, "listening; routes from Kubernetes");
     let stop = CancellationToken::new();
     watches.spawn(interceptor.routes(), stop.clone());
-    let result = interceptor.run(shutdown_signal()).await;
+    let result = interceptor.run(signal::shutdown()).await;
     stop.cancel();
     result?;
     Ok(())
@@ -98,24 +77,6 @@ async fn run_from_files(config: Config) -> anyhow::Result<()> {
         skipped = report.shadowed,
         "routing table installed"
     );
-    interceptor.run(shutdown_signal()).await?;
+    interceptor.run(signal::shutdown()).await?;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }

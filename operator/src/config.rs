@@ -12,6 +12,9 @@ use std::time::Duration;
 
 use clap::{ArgAction, Parser};
 use keda_http_api::parse_go_duration;
+use keda_http_runtime::logging::ZapFlags;
+
+pub use keda_http_runtime::logging::LogFormat;
 
 /// Scaler Service name written into `scalerAddress` (required).
 pub const ENV_EXTERNAL_SCALER_SERVICE: &str = "KEDA_HTTP_OPERATOR_EXTERNAL_SCALER_SERVICE";
@@ -60,7 +63,9 @@ Invalid settings exit with status 64 and one line naming the variable or flag.";
 /// Command-line flags, named as the official (controller-runtime) operator names them. Boolean
 /// flags take Go's forms: `--flag`, `--flag=true`, `--flag=false`.
 #[derive(Parser, Debug, Clone)]
-#[command(name = "keda-http-operator", version, about = ABOUT, after_help = ENV_HELP)]
+#[command(name = "keda-http-operator", version, about = ABOUT, after_help = ENV_HELP,
+          mut_arg("zap_encoder", |a| a.help(
+              "Log encoder: json or console [default: json; console with --zap-devel]")))]
 pub struct Args {
     /// Address of the Prometheus /metrics endpoint (Go syntax, ":8080" = all interfaces); "0"
     /// disables it.
@@ -89,22 +94,9 @@ pub struct Args {
     /// Accepted for compatibility; no effect (there is no pprof endpoint).
     #[arg(long, default_value = "")]
     pub profiling_bind_address: String,
-    /// Development logging: console output at debug level.
-    #[arg(long, action = ArgAction::Set, num_args = 0..=1, require_equals = true,
-          default_value_t = false, default_missing_value = "true")]
-    pub zap_devel: bool,
-    /// Log format: "json" or "console" [default: json].
-    #[arg(long)]
-    pub zap_encoder: Option<String>,
-    /// Log level: debug, info, warn, error (or a number as zap takes; higher is more verbose).
-    #[arg(long)]
-    pub zap_log_level: Option<String>,
-    /// Accepted for compatibility; no effect.
-    #[arg(long)]
-    pub zap_stacktrace_level: Option<String>,
-    /// Accepted for compatibility; no effect (timestamps are RFC 3339).
-    #[arg(long)]
-    pub zap_time_encoding: Option<String>,
+    /// The controller-runtime logging flags (`--zap-log-level`, `--zap-encoder`, ...).
+    #[command(flatten)]
+    pub zap: ZapFlags,
 }
 
 const ABOUT: &str = "keda-http operator: turns HTTPScaledObjects into KEDA ScaledObjects and \
@@ -131,24 +123,8 @@ impl Default for LeaderTimings {
     }
 }
 
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum LogFormat {
-    /// One JSON object per line (zap's production encoder).
-    #[default]
-    Json,
-    /// Human-readable lines.
-    Console,
-}
-
-/// Logging settings derived from the `--zap-*` flags.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct LogConfig {
-    /// Output format.
-    pub format: LogFormat,
-    /// Default `tracing` filter directive when `RUST_LOG` is unset.
-    pub level: String,
-}
+/// Logging settings derived from the `--zap-*` flags (JSON unless `--zap-devel`).
+pub use keda_http_runtime::logging::LogSettings as LogConfig;
 
 /// Everything the operator needs, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,10 +174,7 @@ impl Config {
             metrics_auth: false,
             metrics_cert_dir: None,
             probe_addr: None,
-            log: LogConfig {
-                format: LogFormat::Json,
-                level: "info".to_owned(),
-            },
+            log: ZapFlags::default().settings(LogFormat::Json),
         }
     }
 
@@ -283,7 +256,7 @@ impl Config {
             "--health-probe-bind-address",
             &args.health_probe_bind_address,
         )?;
-        let log = log_config(args)?;
+        let log = args.zap.settings(LogFormat::Json);
         if args.metrics_cert_dir.is_some() && !args.metrics_secure {
             warnings.push("--metrics-cert-dir has no effect without --metrics-secure".to_owned());
         }
@@ -379,41 +352,6 @@ pub fn parse_bind_address(
             .map_err(|_| invalid())?,
     };
     Ok(Some(SocketAddr::new(ip, port)))
-}
-
-fn log_config(args: &Args) -> Result<LogConfig, ConfigError> {
-    let format = match args.zap_encoder.as_deref() {
-        None if args.zap_devel => LogFormat::Console,
-        None | Some("json") => LogFormat::Json,
-        Some("console") => LogFormat::Console,
-        Some(other) => {
-            return Err(ConfigError::Invalid {
-                name: "--zap-encoder",
-                value: other.to_owned(),
-                reason: "expected json or console".to_owned(),
-            });
-        }
-    };
-    let level = match args.zap_log_level.as_deref() {
-        None if args.zap_devel => "debug".to_owned(),
-        None => "info".to_owned(),
-        Some(l @ ("debug" | "info" | "warn" | "error")) => l.to_owned(),
-        Some("dpanic" | "panic" | "fatal") => "error".to_owned(),
-        Some(n) => match n.parse::<u8>() {
-            // zap: a positive integer N enables debug-level verbosity N.
-            Ok(0) => "info".to_owned(),
-            Ok(1) => "debug".to_owned(),
-            Ok(_) => "trace".to_owned(),
-            Err(_) => {
-                return Err(ConfigError::Invalid {
-                    name: "--zap-log-level",
-                    value: n.to_owned(),
-                    reason: "expected debug, info, warn, error or an integer".to_owned(),
-                });
-            }
-        },
-    };
-    Ok(LogConfig { format, level })
 }
 
 /// `<pod name or hostname>_<random uuid>`, as controller-runtime builds its Lease identity.
@@ -550,8 +488,8 @@ mod tests {
             err.to_string().starts_with("--metrics-bind-address"),
             "{err}"
         );
-        let err = parse(&["--zap-encoder=xml"], &[base]).unwrap_err();
-        assert!(err.to_string().starts_with("--zap-encoder"), "{err}");
+        let err = Args::try_parse_from(["keda-http-operator", "--zap-encoder=xml"]).unwrap_err();
+        assert!(err.to_string().contains("--zap-encoder"), "{err}");
     }
 
     #[test]
@@ -599,13 +537,10 @@ mod tests {
         assert!(c.leader_elect);
         assert_eq!(c.metrics_addr, Some("127.0.0.1:0".parse().unwrap()));
         assert_eq!(c.probe_addr, None);
-        assert_eq!(
-            c.log,
-            LogConfig {
-                format: LogFormat::Console,
-                level: "debug".to_owned()
-            }
-        );
+        assert_eq!(c.log.format, LogFormat::Console);
+        assert_eq!(c.log.filter, "debug");
+        // The two flags without effect are named once each when logging starts.
+        assert_eq!(c.log.ignored.len(), 2);
         assert!(warnings.is_empty());
 
         let (c, warnings) = parse(

@@ -4,34 +4,20 @@
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::Parser;
-use clap::error::ErrorKind;
-use keda_http_operator::config::{LogConfig, LogFormat};
 use keda_http_operator::{Args, Config};
-use tracing_subscriber::EnvFilter;
+use keda_http_runtime::logging::{self, LogStream};
+use keda_http_runtime::{config, signal};
 
 fn main() -> ExitCode {
-    let args = match Args::try_parse() {
-        Ok(args) => args,
-        Err(error) => match error.kind() {
-            ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => error.exit(),
-            _ => {
-                let rendered = error.to_string();
-                let line = rendered.lines().next().unwrap_or_default();
-                let line = line.strip_prefix("error: ").unwrap_or(line);
-                eprintln!("keda-http-operator: invalid flags: {line}");
-                return ExitCode::from(64);
-            }
-        },
-    };
+    let args: Args = config::or_exit("keda-http-operator", config::from_process());
     let (config, warnings) =
         match Config::from_args_and_env(&args, &|name| std::env::var(name).ok()) {
             Ok(parsed) => parsed,
-            Err(error) => {
-                // The logger is not set up yet and this must be one plain line.
-                eprintln!("keda-http-operator: invalid configuration: {error}");
-                return ExitCode::from(64);
-            }
+            // The logger is not set up yet and this must be one plain line.
+            Err(error) => config::exit_invalid(
+                "keda-http-operator",
+                &format!("invalid configuration: {error}"),
+            ),
         };
     // Certificates given by the user are configuration too: check them before anything runs.
     if let Some(dir) = config
@@ -40,10 +26,12 @@ fn main() -> ExitCode {
         .filter(|_| config.metrics_secure)
         && let Err(error) = keda_http_operator::metrics_access::tls_config(Some(dir))
     {
-        eprintln!("keda-http-operator: invalid configuration: {error}");
-        return ExitCode::from(64);
+        config::exit_invalid(
+            "keda-http-operator",
+            &format!("invalid configuration: {error}"),
+        );
     }
-    init_logging(&config.log);
+    logging::init(&config.log, LogStream::Stderr);
     for warning in warnings {
         tracing::warn!("{warning}");
     }
@@ -76,35 +64,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
+    signal::shutdown().await;
     tracing::info!("shutdown requested");
-}
-
-fn init_logging(log: &LogConfig) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match log.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Console => builder.init(),
-    }
 }

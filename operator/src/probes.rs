@@ -1,22 +1,18 @@
 //! The operator's small HTTP endpoints: `/healthz` and `/readyz` on the probe listener,
 //! `/metrics` on the metrics listener (optionally over TLS and behind a token check, see
-//! [`crate::metrics_access`]). HTTP/1.1; every connection task belongs to the serving future,
-//! so dropping it (or cancelling `shutdown`) closes them all.
+//! [`crate::metrics_access`]). HTTP/1.1 and h2 through `keda_http_runtime::serve`; cancelling
+//! `shutdown` closes the listener and every connection.
 
-use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite};
+use keda_http_runtime::serve::Limits;
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
@@ -134,10 +130,8 @@ impl Endpoints {
     }
 }
 
-/// How long a client may take to finish the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Serves `endpoints` on `listener` until `shutdown` is cancelled, over TLS when `tls` is set.
+/// Serves `endpoints` on `listener` until `shutdown` is cancelled, over TLS when `tls` is set;
+/// open connections are then closed at once (their in-flight response may still finish).
 pub async fn serve(
     listener: TcpListener,
     endpoints: Endpoints,
@@ -145,54 +139,19 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let endpoints = Arc::new(endpoints);
-    let mut connections = JoinSet::new();
-    loop {
-        let accepted = tokio::select! {
-            () = shutdown.cancelled() => break,
-            accepted = listener.accept() => accepted,
-            Some(_) = connections.join_next() => continue,
-        };
-        let (stream, _) = match accepted {
-            Ok(conn) => conn,
-            Err(error) => {
-                tracing::warn!(%error, "accept failed");
-                continue;
-            }
-        };
+    let handler = move |req: Request<Incoming>, _peer: SocketAddr| {
         let endpoints = Arc::clone(&endpoints);
-        let shutdown = shutdown.clone();
-        let tls = tls.clone();
-        connections.spawn(async move {
-            match tls {
-                None => serve_connection(stream, endpoints, shutdown).await,
-                Some(acceptor) => {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => serve_connection(stream, endpoints, shutdown).await,
-                        Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
-                        Err(_) => tracing::debug!("TLS handshake timed out"),
-                    }
-                }
-            }
-        });
-    }
-    connections.shutdown().await;
-}
-
-async fn serve_connection<IO>(io: IO, endpoints: Arc<Endpoints>, shutdown: CancellationToken)
-where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let service = service_fn(move |req: Request<Incoming>| {
-        let endpoints = Arc::clone(&endpoints);
-        async move { Ok::<_, Infallible>(endpoints.respond(&req).await) }
-    });
-    let conn =
-        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), service);
-    tokio::pin!(conn);
-    tokio::select! {
-        _ = conn.as_mut() => {}
-        () = shutdown.cancelled() => conn.as_mut().graceful_shutdown(),
-    }
+        async move { endpoints.respond(&req).await }
+    };
+    keda_http_runtime::serve::serve(
+        listener,
+        keda_http_runtime::serve::builder(Limits::default()),
+        tls,
+        handler,
+        shutdown.clone(),
+        shutdown,
+    )
+    .await;
 }
 
 #[cfg(test)]

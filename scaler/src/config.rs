@@ -2,13 +2,17 @@
 //! environment variable, parsed once at start-up (reference §7.2).
 //!
 //! An invalid value is reported as one line naming the environment variable (and flag), and
-//! the binary exits with status 64 before binding any port.
+//! the binary exits with status 64 before binding any port. [`Config::parse_from`] reads an
+//! explicit variable lookup, so tests never touch the process environment; the parsing shape
+//! and the `--zap-*` flags come from `keda_http_runtime`.
 
 use std::time::Duration;
 
+use clap::Parser;
 use clap::builder::{BoolishValueParser, TypedValueParser as _};
-use clap::error::{ContextKind, ContextValue, ErrorKind};
-use clap::{CommandFactory as _, Parser};
+use keda_http_runtime::logging::ZapFlags;
+
+pub use keda_http_runtime::config::{ConfigError, EXIT_CONFIG};
 
 use crate::discovery::AdminService;
 
@@ -66,7 +70,14 @@ pub const MIN_DERIVED_FETCH_TIMEOUT: Duration = Duration::from_millis(250);
     about = "KEDA external scaler for HTTP workloads: polls the interceptors' /queue, follows their \
              /queue/watch push streams and answers KEDA's externalscaler gRPC calls.",
     after_help = "Every flag can also be set through the environment variable shown with it. \
-                  Durations use Go syntax (500ms, 10s, 1m). An invalid value exits with status 64."
+                  Durations use Go syntax (500ms, 10s, 1m). An invalid value exits with status 64.",
+    mut_arg("zap_log_level", |a| a.env(ENV_LOG_LEVEL)),
+    mut_arg("zap_encoder", |a| a
+        .env(ENV_LOG_FORMAT)
+        .help("Log encoder: json or console [default: console]")),
+    mut_arg("zap_time_encoding", |a| a.hide_short_help(true)),
+    mut_arg("zap_stacktrace_level", |a| a.hide_short_help(true)),
+    mut_arg("zap_devel", |a| a.hide_short_help(true))
 )]
 pub struct Config {
     /// gRPC port for KEDA (externalscaler, grpc.health.v1 `liveness`/`readiness`, reflection).
@@ -157,27 +168,10 @@ pub struct Config {
     #[arg(long, env = ENV_PROFILING)]
     pub profiling_bind_address: Option<String>,
 
-    /// Log filter: a level (debug, info, error) or a tracing filter; RUST_LOG overrides it.
-    #[arg(long = "zap-log-level", env = ENV_LOG_LEVEL, default_value = "info")]
-    pub log_level: String,
-
-    /// Log format: console or json.
-    #[arg(long = "zap-encoder", env = ENV_LOG_FORMAT, default_value = "console",
-          value_parser = ["console", "json"])]
-    pub log_format: String,
-
-    /// Accepted for compatibility with the upstream chart; timestamps are RFC 3339.
-    #[arg(long = "zap-time-encoding", hide_short_help = true)]
-    pub zap_time_encoding: Option<String>,
-
-    /// Accepted for compatibility with the upstream chart; unused.
-    #[arg(long = "zap-stacktrace-level", hide_short_help = true)]
-    pub zap_stacktrace_level: Option<String>,
-
-    /// Accepted for compatibility with the upstream chart; unused.
-    #[arg(long = "zap-devel", hide_short_help = true, num_args = 0..=1,
-          default_missing_value = "true", value_parser = BoolishValueParser::new())]
-    pub zap_devel: Option<bool>,
+    /// The controller-runtime logging flags; `--zap-log-level` and `--zap-encoder` also read
+    /// KEDA_HTTP_LOG_LEVEL and KEDA_HTTP_LOG_FORMAT.
+    #[command(flatten)]
+    pub zap: ZapFlags,
 }
 
 impl Config {
@@ -203,80 +197,23 @@ impl Config {
     }
 }
 
-/// Why the configuration was not accepted.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// `--help` or `--version` was asked for; the text is to be printed and the program
-    /// should exit 0.
-    #[error("{0}")]
-    Display(String),
-    /// An invalid or missing setting: one line naming the variable.
-    #[error("{0}")]
-    Invalid(String),
-}
-
 impl Config {
-    /// Parses flags from `args` (the first item is the program name) and the environment.
-    pub fn parse_from_args<I, T>(args: I) -> Result<Self, ConfigError>
+    /// Parses the process arguments and environment.
+    pub fn from_process() -> Result<Self, ConfigError> {
+        keda_http_runtime::config::from_process()
+    }
+
+    /// Parses `args` (the first item is the program name) with `env` standing in for the
+    /// process environment.
+    pub fn parse_from<I, T>(
+        args: I,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError>
     where
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        Self::try_parse_from(args).map_err(|e| match e.kind() {
-            ErrorKind::DisplayHelp
-            | ErrorKind::DisplayVersion
-            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
-                ConfigError::Display(e.render().to_string())
-            }
-            _ => ConfigError::Invalid(describe(&e)),
-        })
-    }
-}
-
-/// One line describing a clap error, naming the environment variable of the setting.
-fn describe(error: &clap::Error) -> String {
-    let args: Vec<String> = match error.get(ContextKind::InvalidArg) {
-        Some(ContextValue::String(s)) => vec![s.clone()],
-        Some(ContextValue::Strings(v)) => v.clone(),
-        _ => Vec::new(),
-    };
-    let names: Vec<String> = args.iter().map(|a| setting_name(a)).collect();
-    let value = match error.get(ContextKind::InvalidValue) {
-        Some(ContextValue::String(v)) => Some(v.clone()),
-        _ => None,
-    };
-    let reason = error
-        .render()
-        .to_string()
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .trim_start_matches("error: ")
-        .to_owned();
-    match (error.kind(), names.as_slice(), value) {
-        (ErrorKind::MissingRequiredArgument, names, _) if !names.is_empty() => {
-            format!("invalid configuration: {} must be set", names.join(", "))
-        }
-        (_, [name], Some(value)) => {
-            format!("invalid configuration: {name}={value:?}: {reason}")
-        }
-        _ => format!("invalid configuration: {reason}"),
-    }
-}
-
-/// `KEDA_HTTP_X (--x)` for clap's rendering of an argument (`--x <X>`).
-fn setting_name(rendered: &str) -> String {
-    let flag = rendered.split_whitespace().next().unwrap_or(rendered);
-    let long = flag.trim_start_matches('-');
-    let command = Config::command();
-    let env = command
-        .get_arguments()
-        .find(|a| a.get_long() == Some(long))
-        .and_then(|a| a.get_env())
-        .map(|e| e.to_string_lossy().into_owned());
-    match env {
-        Some(env) => format!("{env} ({flag})"),
-        None => flag.to_owned(),
+        keda_http_runtime::config::parse_from(args, env)
     }
 }
 
@@ -295,6 +232,10 @@ fn positive_go_duration(s: &str) -> Result<Duration, String> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
+    use keda_http_runtime::logging::LogFormat;
+
     use super::*;
 
     const REQUIRED: [&str; 7] = [
@@ -308,7 +249,15 @@ mod tests {
     ];
 
     fn parse(extra: &[&str]) -> Result<Config, ConfigError> {
-        Config::parse_from_args(REQUIRED.iter().chain(extra))
+        Config::parse_from(REQUIRED.iter().chain(extra), &|_| None)
+    }
+
+    fn parse_env(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Config::parse_from(["keda-http-scaler"], &|k| map.get(k).cloned())
     }
 
     #[test]
@@ -344,7 +293,9 @@ mod tests {
         };
         assert!(msg.contains("KEDA_HTTP_SCALER_STREAM_INTERVAL_MS"), "{msg}");
         let Err(ConfigError::Invalid(msg)) =
-            Config::parse_from_args(["keda-http-scaler", "--target-admin-port", "9090"])
+            Config::parse_from(["keda-http-scaler", "--target-admin-port", "9090"], &|_| {
+                None
+            })
         else {
             panic!("expected an error");
         };
@@ -370,7 +321,31 @@ mod tests {
             parse(&["--otlp-traces-protocol=carrier-pigeon"]),
             Err(ConfigError::Invalid(msg)) if msg.contains("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
         ));
-        assert_eq!(c.log_format, "json");
-        assert_eq!(c.zap_devel, Some(true));
+        assert_eq!(c.zap.zap_encoder, Some(LogFormat::Json));
+        assert_eq!(c.zap.zap_devel, Some(true));
+        assert_eq!(c.zap.settings(LogFormat::Console).filter, "debug");
+    }
+
+    #[test]
+    fn settings_come_from_the_given_variables() {
+        let c = parse_env(&[
+            (ENV_TARGET_ADMIN_NAMESPACE, "keda"),
+            (ENV_TARGET_ADMIN_SERVICE, "admin"),
+            (ENV_TARGET_ADMIN_PORT, "9090"),
+            (ENV_QUEUE_TICK, "1s"),
+            (ENV_LOG_LEVEL, "2"),
+            (ENV_LOG_FORMAT, "json"),
+        ])
+        .expect("valid");
+        assert_eq!(c.target_admin_namespace, "keda");
+        assert_eq!(c.queue_tick_duration, Duration::from_secs(1));
+        let log = c.zap.settings(LogFormat::Console);
+        // zap level -2: more verbose than debug, never error.
+        assert_eq!(log.filter, "trace");
+        assert_eq!(log.format, LogFormat::Json);
+        let Err(ConfigError::Invalid(msg)) = parse_env(&[(ENV_TARGET_ADMIN_PORT, "x")]) else {
+            panic!("expected an error");
+        };
+        assert!(msg.contains(ENV_TARGET_ADMIN_PORT), "{msg}");
     }
 }

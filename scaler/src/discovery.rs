@@ -20,8 +20,8 @@ use std::sync::Arc;
 
 use futures::StreamExt as _;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt as _, watcher};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
 use kube::{Api, Client};
 use tokio::sync::watch;
 
@@ -103,13 +103,7 @@ pub fn watch_endpoint_slices(
     let (tx, rx) = watch::channel(Interceptors::default());
     let api: Api<EndpointSlice> = Api::namespaced(client, &admin.namespace);
     let config = watcher::Config::default().labels(&admin.label_selector());
-    let (store, writer) = reflector::store();
-    let stream = reflector::reflector(
-        writer,
-        watcher(api, config)
-            .default_backoff()
-            .modify(|s| s.metadata.managed_fields = None),
-    );
+    let (store, stream) = keda_http_runtime::watch::reflect(api, config);
     let drive = async move {
         stream
             .for_each(|event| {

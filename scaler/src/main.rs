@@ -6,33 +6,23 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use keda_http_scaler::config::{Config, ConfigError};
+use keda_http_runtime::logging::{self, LogFormat, LogStream};
+use keda_http_runtime::{config, signal};
+use keda_http_scaler::config::Config;
 use keda_http_scaler::metrics::{self, Metrics};
 use keda_http_scaler::targets::KubeTargets;
 use keda_http_scaler::{Scaler, Settings, discovery};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
 
-/// Exit status for invalid configuration (EX_USAGE).
-const EXIT_CONFIG: u8 = 64;
 /// How long start-up waits for the first list of InterceptorRoutes and HTTPScaledObjects.
 const TARGETS_SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn main() -> ExitCode {
-    let config = match Config::parse_from_args(std::env::args_os()) {
-        Ok(config) => config,
-        Err(ConfigError::Display(text)) => {
-            print!("{text}");
-            return ExitCode::SUCCESS;
-        }
-        Err(ConfigError::Invalid(line)) => {
-            eprintln!("{line}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    init_tracing(&config);
+    let config = config::or_exit("keda-http-scaler", Config::from_process());
+    // Logs go to stdout, as they always have for the scaler.
+    logging::init(&config.zap.settings(LogFormat::Console), LogStream::Stdout);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -49,18 +39,6 @@ fn main() -> ExitCode {
             tracing::error!(error = format!("{error:#}"), "scaler failed");
             ExitCode::FAILURE
         }
-    }
-}
-
-fn init_tracing(config: &Config) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&config.log_level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if config.log_format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
     }
 }
 
@@ -135,7 +113,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let signal = shutdown.clone();
     let result = scaler
         .serve(grpc, async move {
-            wait_for_signal().await;
+            signal::shutdown().await;
             signal.cancel();
         })
         .await;
@@ -158,31 +136,4 @@ async fn bind(address: Option<IpAddr>, port: u16) -> std::io::Result<TcpListener
         Ok(listener) => Ok(listener),
         Err(_) => TcpListener::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))).await,
     }
-}
-
-async fn wait_for_signal() {
-    let ctrl_c = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::warn!(%error, "listening for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    () = ctrl_c => {}
-                }
-            }
-            Err(error) => {
-                tracing::warn!(%error, "listening for SIGTERM");
-                ctrl_c.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    ctrl_c.await;
 }

@@ -9,24 +9,22 @@
 //! | `scaler_pinger_endpoints` | gauge | interceptors in the admin EndpointSlices |
 //! | `scaler_push_streams` | gauge | connected `/queue/watch` streams (ours) |
 
-use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use keda_http_runtime::serve::Limits;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 /// Histogram buckets of the fetch duration, as upstream (0.005 … 5 s).
 const FETCH_BUCKETS: [f64; 12] = [
@@ -101,41 +99,32 @@ pub fn render(registry: &Registry) -> String {
     out
 }
 
-/// Serves `GET /metrics` on `listener` until `shutdown` completes.
+/// Serves `GET /metrics` on `listener` until `shutdown` completes, then lets open
+/// connections finish.
 pub async fn serve(
     listener: TcpListener,
     registry: Arc<Registry>,
     shutdown: impl Future<Output = ()> + Send,
 ) {
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        let accepted = tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => accepted,
-        };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            Err(error) => {
-                tracing::debug!(%error, "metrics accept");
-                continue;
-            }
-        };
+    let stop = CancellationToken::new();
+    let handler = move |request: Request<Incoming>, _peer: SocketAddr| {
         let registry = Arc::clone(&registry);
-        let service = service_fn(move |request: Request<Incoming>| {
-            let registry = Arc::clone(&registry);
-            async move { Ok::<_, Infallible>(respond(&request, &registry)) }
-        });
-        let builder = auto::Builder::new(TokioExecutor::new());
-        let connection = builder.serve_connection(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection.into_owned());
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "metrics connection");
-            }
-        });
+        async move { respond(&request, &registry) }
+    };
+    let server = keda_http_runtime::serve::serve(
+        listener,
+        keda_http_runtime::serve::builder(Limits::default()),
+        None,
+        handler,
+        stop.clone(),
+        CancellationToken::new(),
+    );
+    tokio::pin!(server);
+    tokio::select! {
+        () = &mut server => return,
+        () = shutdown => stop.cancel(),
     }
-    graceful.shutdown().await;
+    server.await;
 }
 
 fn respond(request: &Request<Incoming>, registry: &Registry) -> Response<Full<Bytes>> {

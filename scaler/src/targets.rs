@@ -13,8 +13,9 @@ use futures::StreamExt as _;
 use keda_http_api::{
     HTTPScaledObject, HTTPScaledObjectSpec, InterceptorRoute, InterceptorRouteSpec,
 };
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt as _, watcher};
+use keda_http_runtime::watch::reflect;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
 use kube::{Api, Client};
 
 use crate::rate::RateConfig;
@@ -190,22 +191,10 @@ impl KubeTargets {
     /// Starts cluster-wide watches of both kinds. The returned future drives them (with
     /// kube's default backoff on errors) and never ends; spawn it.
     pub fn watch(client: Client) -> (Self, impl Future<Output = ()> + Send + 'static) {
-        let (routes, route_writer) = reflector::store();
-        let (scaled_objects, so_writer) = reflector::store();
         let route_api: Api<InterceptorRoute> = Api::all(client.clone());
         let so_api: Api<HTTPScaledObject> = Api::all(client);
-        let route_stream = reflector::reflector(
-            route_writer,
-            watcher(route_api, watcher::Config::default())
-                .default_backoff()
-                .modify(|r| r.metadata.managed_fields = None),
-        );
-        let so_stream = reflector::reflector(
-            so_writer,
-            watcher(so_api, watcher::Config::default())
-                .default_backoff()
-                .modify(|r| r.metadata.managed_fields = None),
-        );
+        let (routes, route_stream) = reflect(route_api, watcher::Config::default());
+        let (scaled_objects, so_stream) = reflect(so_api, watcher::Config::default());
         let drive = async move {
             let routes = route_stream.for_each(|event| async move {
                 if let Err(error) = event {
