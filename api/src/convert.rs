@@ -1,4 +1,4 @@
-//! HTTPScaledObject → InterceptorRoute conversion, for routing only (reference §2.3).
+//! HTTPScaledObject → InterceptorRoute conversion, for routing only (compat §2.3).
 
 use std::time::Duration;
 

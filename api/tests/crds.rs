@@ -1,4 +1,4 @@
-//! The generated CRDs: what they must contain (reference §2, §13, §14 item 1), and that the
+//! The generated CRDs: what they must contain (compat §2, §13, §14 item 1), and that the
 //! chart's checked-in CRD files are exactly what `crdgen --chart-dir` writes.
 
 use std::path::Path;

@@ -1,4 +1,4 @@
-//! Manifests in `tests/manifests/`: every example of reference §2/§11 round-trips through the
+//! Manifests in `tests/manifests/`: every example of compat §2/§11 round-trips through the
 //! typed objects; every malformed one fails with an error that names the field.
 //!
 //! `valid/*.yaml` deserialize into [`InterceptorRoute`], [`HTTPScaledObject`] or

@@ -1,7 +1,7 @@
 """Chart tests: rendered objects, the official chart contract, schemas and env wiring.
 
 Run by scripts/test-charts.sh with the tools it installs (.tools/bin/helm, the venv's
-kubernetes-validate, jsonschema and pytest). Contract: reference/official-addon.md section 10.
+kubernetes-validate, jsonschema and pytest). Contract: docs/compat.md §10.
 """
 
 import copy
@@ -328,7 +328,7 @@ def test_pdb_defaults(addon_default, addon_all):
     assert spec["minAvailable"] == 1 and "maxUnavailable" not in spec
 
 
-# Reference section 10.2: key -> official default. Image repositories are ours (documented).
+# compat §10.2: key -> official default. Image repositories are ours (documented).
 OFFICIAL_DEFAULTS = {
     "images.tag": "",
     "crds.install": True,

@@ -1,4 +1,4 @@
-//! The activation path (reference §6): the first request at zero makes the interceptor's
+//! The activation path (compat §6): the first request at zero makes the interceptor's
 //! `/queue/watch` push the route active, the scaler's `StreamIsActive` tells KEDA, and KEDA
 //! scales 0 → 1 at once, without waiting for a poll.
 //!

@@ -1,4 +1,4 @@
-//! Cold start scenarios (reference §11.1 `cold_start_test.go`, `placeholder_test.go`,
+//! Cold start scenarios (compat §11.1 `cold_start_test.go`, `placeholder_test.go`,
 //! `static_route_test.go`, `websocket_test.go`): the app at zero replicas behind the real
 //! interceptor, scaler and operator, with the hello chart's manifests (`helm template`).
 //!

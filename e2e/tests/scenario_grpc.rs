@@ -1,4 +1,4 @@
-//! gRPC through a cold start (reference §11.1 `grpc_test.go`): the backend's Service port has
+//! gRPC through a cold start (compat §11.1 `grpc_test.go`): the backend's Service port has
 //! `appProtocol: kubernetes.io/h2c`, so the interceptor speaks HTTP/2 with prior knowledge to
 //! it. The client speaks h2c to the interceptor proxy. The backend (`e2e-echo`) echoes gRPC
 //! messages as they arrive and ends with `grpc-status: 0`; over HTTP/1.1 it would answer

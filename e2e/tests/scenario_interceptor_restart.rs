@@ -1,4 +1,4 @@
-//! Interceptor restart under load (reference §11.1 `graceful_shutdown_test.go`): two
+//! Interceptor restart under load (compat §11.1 `graceful_shutdown_test.go`): two
 //! interceptor processes behind the proxy address (the harness's forwarder plays the proxy
 //! Service), the scaler polling both through their admin EndpointSlices (asserted on its
 //! `scaler_pinger_endpoints` metric).

@@ -1,4 +1,4 @@
-//! The legacy path (reference §11.4 `internal_service_httpso`, `interceptor_scaledobject_httpso`):
+//! The legacy path (compat §11.4 `internal_service_httpso`, `interceptor_scaledobject_httpso`):
 //! the hello chart in `mode=httpScaledObject` renders an HTTPScaledObject; the operator turns
 //! it into a ScaledObject; the KEDA stand-in marks that Ready and scales the app with the
 //! scaler in HTTPScaledObject mode.

@@ -1,4 +1,4 @@
-//! Routing scenarios (reference §11.1 `host_routing_test.go`, `path_routing_test.go`,
+//! Routing scenarios (compat §11.1 `host_routing_test.go`, `path_routing_test.go`,
 //! `header_routing_test.go`, `multi_route_test.go`, `combined_routing_test.go`,
 //! `route_update_test.go`, `route_deletion_test.go`, `port_name_test.go`): two echo backends
 //! (`a`, `b`, one replica each, rendered by the hello chart) and InterceptorRoutes choosing

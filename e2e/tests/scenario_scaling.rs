@@ -1,4 +1,4 @@
-//! Scaling maths (reference §11.1 `concurrency_scaling_test.go`, `scaling_test.go`,
+//! Scaling maths (compat §11.1 `concurrency_scaling_test.go`, `scaling_test.go`,
 //! `concurrent_routing_test.go`): the interceptor counts, the scaler reports, the KEDA
 //! stand-in applies the HPA formula (10 % tolerance) and writes `Deployment/scale`.
 //!

@@ -1,4 +1,4 @@
-//! Timeout scenarios (reference §11.1 `timeouts_test.go`, §11.4 `interceptor_timeouts_httpso`):
+//! Timeout scenarios (compat §11.1 `timeouts_test.go`, §11.4 `interceptor_timeouts_httpso`):
 //! per-route timeouts of an InterceptorRoute end in `504 Gateway Timeout`, and requests within
 //! them pass.
 //!

@@ -1,4 +1,4 @@
-//! Interceptor settings: every `KEDA_HTTP_*` variable of the official add-on (reference §7.1,
+//! Interceptor settings: every `KEDA_HTTP_*` variable of the official add-on (compat §7.1,
 //! including the deprecated aliases and the 0.16 names), each also a `--flag`.
 //!
 //! [`Config::from_env`] parses the process arguments and environment once at startup.

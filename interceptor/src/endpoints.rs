@@ -84,7 +84,7 @@ pub enum PortLookup {
     Unknown,
     /// The Service port with this number matches the target.
     Port(u16),
-    /// The Service exists but has no port of that name or number (reference §1.4: 500).
+    /// The Service exists but has no port of that name or number (compat §1.4: 500).
     Missing,
 }
 

@@ -1,4 +1,4 @@
-//! Prometheus metrics with the official names and labels (reference §8).
+//! Prometheus metrics with the official names and labels (compat §8).
 //!
 //! - `interceptor_request_count_total{code,method,route_name,route_namespace}`: every request,
 //!   404s included (empty route labels);

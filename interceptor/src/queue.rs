@@ -1,4 +1,4 @@
-//! Per-route request counting (reference §4.1) and the `/queue` snapshot (§4.2).
+//! Per-route request counting (compat §4.1) and the `/queue` snapshot (§4.2).
 //!
 //! Each route key `"<namespace>/<name>"` has one [`RouteCounters`]: `Concurrency` (requests in
 //! flight) and `RequestCount` (monotonic). A request enters with [`RouteCounters::enter`], which

@@ -280,7 +280,7 @@ async fn routing_follows_the_api_without_restart() {
         let (status, _, _) = get(&c.url("/"), "app.test").await;
         assert_eq!(status, StatusCode::NOT_FOUND);
 
-        // The deprecated HTTPScaledObject routes too (converted as reference §2.3).
+        // The deprecated HTTPScaledObject routes too (converted as compat §2.3).
         c.create::<HTTPScaledObject>(json!({
             "apiVersion": "http.keda.sh/v1alpha1",
             "kind": "HTTPScaledObject",

@@ -1,5 +1,5 @@
 //! Operator settings: command-line flags (controller-runtime names) and `KEDA_HTTP_OPERATOR_*`
-//! environment variables (reference §7.3), parsed once at start-up.
+//! environment variables (compat §7.3), parsed once at start-up.
 //!
 //! Flags are parsed by clap ([`Args`]); the environment is read through a lookup function so
 //! that [`Config::from_args_and_env`] can be tested with a map. Deprecated `KEDAHTTP_*`

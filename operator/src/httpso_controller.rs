@@ -1,5 +1,5 @@
 //! The HTTPScaledObject controller: keeps one same-named ScaledObject per HTTPScaledObject
-//! (reference §9), honours the skip and orphan annotations, holds the finalizer and writes the
+//! (compat §9), honours the skip and orphan annotations, holds the finalizer and writes the
 //! `Ready` condition, `targetWorkload` and `targetService`.
 //!
 //! Before writing, the ScaledObject is checked for what KEDA's CRD refuses

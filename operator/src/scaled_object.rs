@@ -1,4 +1,4 @@
-//! The ScaledObject an HTTPScaledObject stands for (reference §9), whether KEDA would accept
+//! The ScaledObject an HTTPScaledObject stands for (compat §9), whether KEDA would accept
 //! it, and how to tell whether an existing one still matches it.
 //!
 //! Pure functions: no API calls. The reconciler builds [`desired`], refuses to apply it when

@@ -1,6 +1,6 @@
 //! Status of HTTPScaledObjects and InterceptorRoutes: the `Ready` condition with reason,
 //! message and `observedGeneration`, and the HTTPScaledObject's `targetWorkload` /
-//! `targetService` strings (reference §2.2).
+//! `targetService` strings (compat §2.2).
 //!
 //! Pure functions. `lastTransitionTime` changes only when the condition's status flips, so a
 //! recomputed status equals the stored one when nothing happened and need not be written.

@@ -1,5 +1,5 @@
 //! HTTPScaledObject → ScaledObject against the local API server, with the operator running
-//! in-process: creation per reference §9, updates, revert of hand edits, deletion with the
+//! in-process: creation per compat §9, updates, revert of hand edits, deletion with the
 //! finalizer, the skip and orphan annotations, and status after each step.
 
 mod common;
@@ -44,7 +44,7 @@ async fn lifecycle_create_update_revert_delete() {
     let httpsos = cluster.httpsos();
     let sos = cluster.scaled_objects();
 
-    // Create: the ScaledObject matches reference §9 field by field.
+    // Create: the ScaledObject matches compat §9 field by field.
     let created = create(&httpsos, &httpso("web", "web.example.com")).await;
     let uid = created.uid().expect("uid");
     let so = wait_for(&sos, "web", "ScaledObject created", so_has(|_| true))

@@ -1,4 +1,4 @@
-//! Aggregation of the interceptors' queue counts (reference §4.3), fed by polls and pushes.
+//! Aggregation of the interceptors' queue counts (compat §4.3), fed by polls and pushes.
 //!
 //! Per interceptor pod the latest `/queue` snapshot is kept, whichever way it arrived (a poll
 //! of `/queue` or a line of the `/queue/watch` push stream). Per route key:

@@ -1,5 +1,5 @@
 //! Configuration: every setting is a flag and a `KEDA_HTTP_*` (or upstream-compatible)
-//! environment variable, parsed once at start-up (reference §7.2).
+//! environment variable, parsed once at start-up (compat §7.2).
 //!
 //! An invalid value is reported as one line naming the environment variable (and flag), and
 //! the binary exits with status 64 before binding any port. [`Config::parse_from`] reads an

@@ -6,7 +6,7 @@
 //! fills it from a kube-rs reflector over the EndpointSlices of the interceptor admin Service
 //! (label `kubernetes.io/service-name=<service>` in the interceptors' namespace).
 //!
-//! Which addresses count (reference §4.3): endpoints whose `conditions.ready` is unset or
+//! Which addresses count (compat §4.3): endpoints whose `conditions.ready` is unset or
 //! true, deduplicated. The port is the slice's port named like the admin Service port
 //! (`admin` by default, `KEDA_HTTP_SCALER_TARGET_ADMIN_PORT_NAME`) when the slice lists one,
 //! else `KEDA_HTTP_SCALER_TARGET_ADMIN_PORT`; so pods that share one IP with distinct admin

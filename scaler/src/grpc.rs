@@ -1,4 +1,4 @@
-//! The `externalscaler.ExternalScaler` service KEDA calls (reference §5).
+//! The `externalscaler.ExternalScaler` service KEDA calls (compat §5).
 //!
 //! The metadata of the ScaledObject's trigger picks one of three modes, in this order:
 //!

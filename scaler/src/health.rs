@@ -1,5 +1,5 @@
 //! gRPC health (`grpc.health.v1.Health`) with the services `liveness` and `readiness` that the
-//! chart's probes ask for (reference §4.4).
+//! chart's probes ask for (compat §4.4).
 //!
 //! Both are SERVING while some interceptor answered (a poll or a push) within the last two
 //! poll ticks, and NOT_SERVING before the first answer, when every interceptor has been

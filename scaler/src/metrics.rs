@@ -1,4 +1,4 @@
-//! Prometheus metrics with the official scaler's names (reference §8), and the `/metrics`
+//! Prometheus metrics with the official scaler's names (compat §8), and the `/metrics`
 //! endpoint.
 //!
 //! | name | type | meaning |

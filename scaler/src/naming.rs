@@ -1,4 +1,4 @@
-//! Metric names as the official scaler spells them (reference §5.3).
+//! Metric names as the official scaler spells them (compat §5.3).
 //!
 //! InterceptorRoute metrics are `http_<route>_concurrency` and `http_<route>_rate`, neither
 //! namespaced nor escaped. HTTPScaledObject and interceptor self-scaling metrics are

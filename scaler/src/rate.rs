@@ -2,7 +2,7 @@
 //!
 //! The official scaler keeps a Knative-style ring of `ceil(window / granularity)` buckets per
 //! route and indexes it by whole seconds, so a granularity below one second divides by zero
-//! (reference §12 item 16), and changing a route's window or granularity throws its history
+//! (compat §12 item 16), and changing a route's window or granularity throws its history
 //! away. Here each route keeps the timestamped request-count deltas it saw for the longest
 //! window asked of it, and the windowed average is computed for whatever window and granularity
 //! a `GetMetrics` call asks for, in nanoseconds, so sub-second buckets work.

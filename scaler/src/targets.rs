@@ -51,7 +51,7 @@ pub struct ScaledObjectScaling {
 
 impl ScaledObjectScaling {
     /// The metric target: `targetPendingRequests` (default 100), overridden by the
-    /// concurrency target, then by the rate target (reference §5.3).
+    /// concurrency target, then by the rate target (compat §5.3).
     pub fn target(&self) -> i64 {
         let mut target = i64::from(self.target_pending_requests.unwrap_or(100));
         if let Some(c) = self.concurrency {

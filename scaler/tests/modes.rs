@@ -1,5 +1,5 @@
 //! Every RPC in every metadata mode against a scaler fed by fake interceptors: metric names,
-//! targets and values as in reference §5.3, errors for missing objects, reflection and health.
+//! targets and values as in compat §5.3, errors for missing objects, reflection and health.
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! The KEDA stand-in: drives an external scaler over gRPC as KEDA does (reference §5.2) and
+//! The KEDA stand-in: drives an external scaler over gRPC as KEDA does (compat §5.2) and
 //! plays the HPA KEDA creates, writing `Deployment/scale` and the ScaledObject's conditions.
 //!
 //! ```text
