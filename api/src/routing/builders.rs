@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use kube::api::ObjectMeta;
 
-use super::collect::{RouteKind, RouteSource};
+use super::collect::RouteSource;
+use super::kind::RouteKind;
 use crate::http_scaled_object::{HTTPScaledObjectSpec, ScaleTargetRef};
 use crate::interceptor_route::{
     ConcurrencyMetric, HeaderMatch, InterceptorRouteSpec, PathMatch, RoutingRule, ScalingMetric,

@@ -16,31 +16,13 @@ use std::fmt;
 use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use serde::Serialize;
 
 use super::key::{RouteId, RouteKey, keys};
+use super::kind::RouteKind;
 use crate::convert::route_spec_from_httpso;
 use crate::interceptor_route::InterceptorRouteSpec;
 use crate::validation::ValidationError;
 use crate::{HTTPScaledObject, InterceptorRoute};
-
-/// Which resource a route came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-pub enum RouteKind {
-    /// `http.keda.sh/v1beta1` InterceptorRoute.
-    InterceptorRoute,
-    /// `http.keda.sh/v1alpha1` HTTPScaledObject, converted.
-    HTTPScaledObject,
-}
-
-impl fmt::Display for RouteKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::InterceptorRoute => "InterceptorRoute",
-            Self::HTTPScaledObject => "HTTPScaledObject",
-        })
-    }
-}
 
 /// One route before the interceptor binds it: identity, age and spec.
 #[derive(Clone, Debug, PartialEq)]

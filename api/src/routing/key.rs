@@ -8,8 +8,8 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
-use super::collect::RouteKind;
 use super::host::HostPattern;
+use super::kind::RouteKind;
 use super::path::path_prefix;
 use crate::interceptor_route::{HeaderMatch, InterceptorRouteSpec};
 

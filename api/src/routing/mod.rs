@@ -8,6 +8,7 @@
 //! - [`header`]: header matchers, compiled once ([`HeaderMatcher`]).
 //! - [`matcher`]: [`rule_matches`], the plain definition of "this request matches this
 //!   rule" that the interceptor's index must agree with, and that static routes use directly.
+//! - [`kind`]: the one [`RouteKind`] (InterceptorRoute or HTTPScaledObject).
 //! - [`key`]: the normalised [`RouteKey`] (host + path prefix + header set) a route claims, and
 //!   conflict detection between routes.
 //! - [`collect`]: turning watched InterceptorRoutes and HTTPScaledObjects into
@@ -24,14 +25,14 @@ pub mod collect;
 pub mod header;
 pub mod host;
 pub mod key;
+pub mod kind;
 pub mod matcher;
 pub mod path;
 
-pub use collect::{
-    Collection, RouteKind, RouteSource, SkipReason, Skipped, collect, collect_unchecked,
-};
+pub use collect::{Collection, RouteSource, SkipReason, Skipped, collect, collect_unchecked};
 pub use header::HeaderMatcher;
 pub use host::{HostPattern, normalise_host, request_host};
 pub use key::{Conflict, RouteId, RouteKey, conflict_message, conflicts, keys};
+pub use kind::RouteKind;
 pub use matcher::rule_matches;
 pub use path::{path_has_prefix, path_prefix};
