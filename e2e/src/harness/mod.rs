@@ -2,12 +2,14 @@
 //!
 //! [`Harness::start`] brings up, in order:
 //!
-//! 1. the API: the in-memory [`LocalApiServer`] (default), or with `E2E_API=external` the
-//!    server `KUBECONFIG` points at (the harness then installs our CRDs and the `keda.sh`
-//!    ScaledObject CRD it ships);
+//! 1. the API: the in-memory [`LocalApiServer`] (default; as strict as a real server), or
+//!    with `E2E_API=external` the server `KUBECONFIG` points at. Either way the harness
+//!    installs our CRDs, and KEDA's ScaledObject CRD (from `kube_standin::crds`) only when
+//!    the server has none;
 //! 2. the add-on's Services in namespace `keda` (interceptor admin and proxy, external
-//!    scaler), without selectors, and EndpointSlices pointing at the loopback ports the real
-//!    processes listen on, so the scaler finds the interceptor's admin endpoint as in a cluster;
+//!    scaler), without selectors, and EndpointSlices pointing at the ports the real processes
+//!    listen on at [`Harness::process_address`] (the test hosts' bridge address), so the
+//!    scaler finds the interceptor's admin endpoint as in a cluster;
 //! 3. the workload [`Simulator`] (commands from a [`CommandTable`]; the `hello` and
 //!    `keda-http-hello` images run the `hello` binary, the `e2e-echo` image the `e2e-echo`
 //!    binary, from the binary directory when they exist);
@@ -33,9 +35,11 @@
 //! while a test panics) kills them; [`Harness::stop`] stops them with `SIGTERM` first. The
 //! harness never signals a process it did not start.
 //!
-//! Limitation with `E2E_API=external`: a real kube-apiserver refuses loopback addresses in
-//! EndpointSlices, so the workloads must listen on routable addresses there (see TOOLS.md on
-//! network namespaces); the simulator still publishes 127.0.0.1.
+//! Pods run in network-namespace test hosts on 198.51.100.0/24 (see
+//! [`crate::simulator::hosts`]), so every EndpointSlice the harness and the simulator write
+//! is valid on a real kube-apiserver; creating them needs root, and the harness fails at
+//! start with the reason otherwise. `E2E_LOOPBACK_PODS=1` keeps everything on 127.0.0.1 (and
+//! relaxes only the local stand-in's loopback check).
 
 pub mod forwarder;
 pub mod manifests;
