@@ -8,9 +8,11 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup demo test fmt-check arch-check clippy cargo-test doc charts-test bench tools
 
-## setup: install the system tools the build needs (cmake for pingora's zlib-ng) if missing.
+## setup: install the system tools the build needs (cmake for pingora's zlib-ng) and the e2e
+## scenarios need (iproute2's `ip` for the pods' network-namespace test hosts) if missing.
 setup:
 	@command -v cmake >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq cmake; }
+	@command -v ip >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq iproute2; }
 
 demo: setup
 	$(CARGO) run -q -p keda-http-e2e --bin demo

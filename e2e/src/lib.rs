@@ -11,8 +11,9 @@
 //! - [`keda`]: the KEDA stand-in ([`keda::KedaStandIn`]): drives an external scaler over gRPC
 //!   as KEDA does and plays the HPA (`decision` holds the formula and the scale executor).
 //! - [`simulator`]: the workload simulator ([`simulator::Simulator`]): runs a Deployment's
-//!   replicas as processes on loopback ports and publishes their EndpointSlices and the
-//!   Deployment status. The `e2e-backend` binary is a minimal workload for its tests.
+//!   replicas as processes, each in a network-namespace test host on 198.51.100.0/24
+//!   ([`simulator::hosts`]; loopback ports with `E2E_LOOPBACK_PODS=1`), and publishes their
+//!   EndpointSlices and the Deployment status. The `e2e-backend` binary is a minimal workload for its tests.
 //! - [`harness`]: starts the API (local or `E2E_API=external`), the simulator, the KEDA
 //!   stand-in and the product binaries, applies manifests and tears everything down.
 //! - [`demo`]: the walk-through behind the `demo` binary (hello app 0 → N → 0 with a live

@@ -109,6 +109,7 @@ fn config(components: Components) -> HarnessConfig {
         grace_period: Some(Duration::from_secs(5)),
         restart_delay: Duration::from_millis(100),
         inherit_output: false,
+        ..SimulatorConfig::default()
     };
     config.keda.hpa.scale_down_stabilization = Duration::ZERO;
     config
@@ -156,7 +157,7 @@ async fn applied_manifests_run_as_processes() {
         .unwrap();
     assert_eq!(applied, ["Service/default/app", "Deployment/default/app"]);
     wait_ready_replicas(&h, 2).await;
-    // The add-on's Services exist in `keda` with loopback slices for the processes.
+    // The add-on's Services exist in `keda` with slices for the processes.
     assert_eq!(
         ready_slices(&h, harness::INTERCEPTOR_ADMIN_SERVICE, harness::NAMESPACE).await,
         1
@@ -168,10 +169,15 @@ async fn applied_manifests_run_as_processes() {
     h.stop().await;
 }
 
-/// A stand-in for the interceptor's admin port: `/queue` answers the shared counts; other
+/// A stand-in for the interceptor's admin port, on the address its EndpointSlice names:
+/// `/queue` answers the shared counts; other
 /// paths (the `/queue/watch` push stream) are 404, so the scaler polls.
-async fn stub_admin(port: u16, counts: Arc<Mutex<QueueCounts>>) -> tokio::task::JoinHandle<()> {
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+async fn stub_admin(
+    address: std::net::IpAddr,
+    port: u16,
+    counts: Arc<Mutex<QueueCounts>>,
+) -> tokio::task::JoinHandle<()> {
+    let listener = tokio::net::TcpListener::bind((address, port))
         .await
         .unwrap();
     tokio::spawn(async move {
@@ -232,7 +238,7 @@ async fn real_scaler_drives_keda_stand_in_and_simulator() {
     let h = Harness::start(config).await.unwrap();
     let counts = Arc::new(Mutex::new(QueueCounts::default()));
     set_concurrency(&counts, 0);
-    let stub = stub_admin(h.ports().admin, counts.clone()).await;
+    let stub = stub_admin(h.process_address(), h.ports().admin, counts.clone()).await;
     h.commands()
         .for_image("e2e-backend", CommandSpec::new(BACKEND));
     h.apply_yaml(&APP.replace("REPLICAS", "0"), "default")
@@ -317,7 +323,7 @@ async fn operator_generated_scaled_object_is_driven_by_the_real_scaler() {
     let h = Harness::start(config(components)).await.unwrap();
     let counts = Arc::new(Mutex::new(QueueCounts::default()));
     set_concurrency(&counts, 0);
-    let stub = stub_admin(h.ports().admin, counts.clone()).await;
+    let stub = stub_admin(h.process_address(), h.ports().admin, counts.clone()).await;
     h.commands()
         .for_image("e2e-backend", CommandSpec::new(BACKEND));
     h.apply_yaml(&APP.replace("REPLICAS", "0"), "default")

@@ -16,6 +16,7 @@
 
 mod support;
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -36,8 +37,8 @@ fn soak_duration() -> Duration {
     Duration::from_secs(seconds.max(6))
 }
 
-/// Ports of the ready endpoints of Service `hello` in `ns`.
-async fn ready_ports(h: &keda_http_e2e::harness::Harness, ns: &str) -> Vec<u16> {
+/// Addresses (pod IP and port) of the ready endpoints of Service `hello` in `ns`.
+async fn ready_addrs(h: &keda_http_e2e::harness::Harness, ns: &str) -> Vec<SocketAddr> {
     let slices: Api<EndpointSlice> = Api::namespaced(h.client(), ns);
     let list = slices
         .list(&ListParams::default().labels("kubernetes.io/service-name=hello"))
@@ -51,16 +52,29 @@ async fn ready_ports(h: &keda_http_e2e::harness::Harness, ns: &str) -> Vec<u16> 
                 .flatten()
                 .any(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
         })
-        .filter_map(|s| s.ports.as_ref()?.first()?.port)
-        .filter_map(|p| u16::try_from(p).ok())
+        .filter_map(|s| {
+            let port = u16::try_from(s.ports.as_ref()?.first()?.port?).ok()?;
+            let ip: IpAddr = s
+                .endpoints
+                .as_ref()?
+                .first()?
+                .addresses
+                .first()?
+                .parse()
+                .ok()?;
+            Some(SocketAddr::new(ip, port))
+        })
         .collect()
 }
 
-/// The pid of this test process's child `hello` listening on `port` (the simulator spawns
-/// pods with `PORT=<port>`).
-fn pod_pid(port: u16) -> Option<i32> {
+/// The pid of this test process's child `hello` listening on `addr` (the simulator spawns
+/// pods with `BIND_ADDRESS=<ip>` and `PORT=<port>`).
+fn pod_pid(addr: SocketAddr) -> Option<i32> {
     let me = std::process::id().to_string();
-    let wanted = format!("PORT={port}");
+    let wanted = [
+        format!("PORT={}", addr.port()),
+        format!("BIND_ADDRESS={}", addr.ip()),
+    ];
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
             continue;
@@ -77,10 +91,8 @@ fn pod_pid(port: u16) -> Option<i32> {
             continue;
         }
         let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
-        if environ
-            .split(|b| *b == 0)
-            .any(|var| var == wanted.as_bytes())
-        {
+        let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
+        if wanted.iter().all(|w| vars.contains(&w.as_bytes())) {
             return Some(pid);
         }
     }
@@ -90,13 +102,13 @@ fn pod_pid(port: u16) -> Option<i32> {
 /// `SIGTERM` to one ready pod of the app, then waits until `spec.replicas` pods are ready
 /// again (the simulator restarted it).
 async fn kill_a_pod(h: &keda_http_e2e::harness::Harness, ns: &str) {
-    let ports = ready_ports(h, ns).await;
-    let port = *ports.first().expect("no ready pod to kill");
-    let pid = pod_pid(port).unwrap_or_else(|| panic!("no hello child on port {port}"));
-    println!("soak: SIGTERM to the pod on port {port} (pid {pid})");
+    let addrs = ready_addrs(h, ns).await;
+    let addr = *addrs.first().expect("no ready pod to kill");
+    let pid = pod_pid(addr).unwrap_or_else(|| panic!("no hello child on {addr}"));
+    println!("soak: SIGTERM to the pod on {addr} (pid {pid})");
     kill(Pid::from_raw(pid), Signal::SIGTERM).unwrap();
     within("the killed pod's endpoint to go", async {
-        while ready_ports(h, ns).await.contains(&port) {
+        while ready_addrs(h, ns).await.contains(&addr) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })

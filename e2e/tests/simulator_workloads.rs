@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,11 +14,11 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use keda_http_e2e::simulator::{CommandSpec, CommandTable, Simulator, SimulatorConfig};
+use keda_http_e2e::simulator::{CommandSpec, CommandTable, PodNetwork, Simulator, SimulatorConfig};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
-use kube_standin::LocalApiServer;
+use kube_standin::{LocalApiServer, ServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Endpoint conditions (ready, serving, terminating).
@@ -35,6 +36,7 @@ fn config() -> SimulatorConfig {
         grace_period: Some(Duration::from_secs(10)),
         restart_delay: Duration::from_millis(100),
         inherit_output: false,
+        ..SimulatorConfig::default()
     }
 }
 
@@ -60,7 +62,12 @@ fn conditions(slice: &EndpointSlice) -> Option<Conditions> {
 }
 
 async fn cluster(replicas: i32) -> Cluster {
-    let server = LocalApiServer::start().await.unwrap();
+    let server = LocalApiServer::start_with(ServerConfig {
+        allow_loopback_endpoints: config().network == PodNetwork::Loopback,
+        ..ServerConfig::default()
+    })
+    .await
+    .unwrap();
     let client = server.client().await.unwrap();
     let services: Api<Service> = Api::namespaced(client.clone(), "default");
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
@@ -158,8 +165,8 @@ impl Cluster {
             .unwrap();
     }
 
-    /// The slices of Service `app`: name → (port, (ready, serving, terminating)).
-    async fn app_slices(&self) -> BTreeMap<String, (i32, Conditions)> {
+    /// The slices of Service `app`: name → (pod address, (ready, serving, terminating)).
+    async fn app_slices(&self) -> BTreeMap<String, (SocketAddr, Conditions)> {
         let list = self
             .slices
             .list(&ListParams::default().labels("kubernetes.io/service-name=app"))
@@ -168,14 +175,20 @@ impl Cluster {
         list.items
             .iter()
             .map(|s| {
-                let port = s.ports.as_ref().unwrap()[0].port.unwrap();
-                (s.name_any(), (port, conditions(s).unwrap()))
+                let port = u16::try_from(s.ports.as_ref().unwrap()[0].port.unwrap()).unwrap();
+                let ip: std::net::IpAddr = s.endpoints.as_ref().unwrap()[0].addresses[0]
+                    .parse()
+                    .unwrap();
+                (
+                    s.name_any(),
+                    (SocketAddr::new(ip, port), conditions(s).unwrap()),
+                )
             })
             .collect()
     }
 
     /// Polls until `n` slices of `app` are all ready and the status says `n` ready replicas.
-    async fn wait_ready(&self, n: usize) -> BTreeMap<String, (i32, Conditions)> {
+    async fn wait_ready(&self, n: usize) -> BTreeMap<String, (SocketAddr, Conditions)> {
         let poll = async {
             loop {
                 let slices = self.app_slices().await;
@@ -198,11 +211,13 @@ impl Cluster {
     }
 }
 
-/// `GET path` on 127.0.0.1:port; `None` if nothing answers.
-async fn get(port: i32, path: &str) -> Option<String> {
-    let port = u16::try_from(port).unwrap();
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+/// `GET path` on a pod's address; `None` if nothing answers (within a few seconds: a test
+/// host that is gone does not answer ARP).
+async fn get(addr: SocketAddr, path: &str) -> Option<String> {
+    let connect = tokio::net::TcpStream::connect(addr);
+    let mut stream = tokio::time::timeout(Duration::from_secs(5), connect)
         .await
+        .ok()?
         .ok()?;
     let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.ok()?;
@@ -211,8 +226,8 @@ async fn get(port: i32, path: &str) -> Option<String> {
     Some(response)
 }
 
-/// Polls until nothing listens on `port`.
-async fn wait_closed(port: i32) {
+/// Polls until nothing listens on `port` (a pod address).
+async fn wait_closed(port: SocketAddr) {
     let poll = async {
         while get(port, "/healthz").await.is_some() {
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -41,7 +41,9 @@ struct Cluster {
 
 impl Cluster {
     async fn start(configure: impl FnOnce(&mut Config)) -> Self {
-        let api = LocalApiServer::start().await.expect("API server");
+        let api = LocalApiServer::start_with(loopback_backends())
+            .await
+            .expect("API server");
         let cluster = Self::launch(api, configure).await;
         // Ready only after the first full sync of every watch.
         cluster.wait_table(|_| true).await;
@@ -877,7 +879,9 @@ async fn without_direct_pod_routing_the_service_address_is_used() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn not_ready_until_the_first_full_sync_then_ready_through_outages() {
     bounded(async {
-        let api = LocalApiServer::start().await.expect("API server");
+        let api = LocalApiServer::start_with(loopback_backends())
+            .await
+            .expect("API server");
         // Every list fails until the faults run out: the first sync cannot complete.
         api.faults().fail_next(u64::MAX);
         let c = Cluster::launch(api, test_config).await;
@@ -908,4 +912,13 @@ async fn not_ready_until_the_first_full_sync_then_ready_through_outages() {
         c.stop().await;
     })
     .await;
+}
+
+/// The stand-in as strict as a real API server, except that the test backends' EndpointSlices
+/// may name 127.0.0.1 (a real server refuses loopback addresses).
+fn loopback_backends() -> kube_standin::ServerConfig {
+    kube_standin::ServerConfig {
+        allow_loopback_endpoints: true,
+        ..kube_standin::ServerConfig::default()
+    }
 }

@@ -15,7 +15,7 @@ pub struct ApiError {
     /// Human-readable message.
     pub message: String,
     /// `details` (name, group, kind), when the error is about one object.
-    pub details: Option<StatusDetails>,
+    pub details: Option<Box<StatusDetails>>,
 }
 
 /// The `details` block of a `Status`.
@@ -25,8 +25,76 @@ pub struct StatusDetails {
     pub name: String,
     /// API group ("" for core).
     pub group: String,
-    /// Resource (plural), as the real API server puts it in `kind`.
+    /// Resource (plural), as the real API server puts it in `kind`; the kind for `Invalid`.
     pub kind: String,
+    /// One entry per field that failed validation (`Invalid` errors only).
+    pub causes: Vec<FieldError>,
+}
+
+/// One field that failed validation: a `Status` cause, rendered as the real server words it
+/// (`spec.x: Required value`, `metadata.labels: Invalid value: "a/b": ...`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// The `reason` of the cause: `FieldValueRequired`, `FieldValueInvalid`,
+    /// `FieldValueNotSupported`, `FieldValueTooLong`, `FieldValueTypeInvalid`, ...
+    pub reason: &'static str,
+    /// The field path, e.g. `spec.scaleTargetRef.name`.
+    pub field: String,
+    /// The message after the field path.
+    pub message: String,
+}
+
+impl FieldError {
+    /// `<field>: Required value`.
+    pub fn required(field: impl Into<String>) -> Self {
+        Self {
+            reason: "FieldValueRequired",
+            field: field.into(),
+            message: "Required value".to_owned(),
+        }
+    }
+
+    /// `<field>: Invalid value: <value>: <detail>`.
+    pub fn invalid(
+        field: impl Into<String>,
+        value: &Value,
+        detail: impl std::fmt::Display,
+    ) -> Self {
+        Self {
+            reason: "FieldValueInvalid",
+            field: field.into(),
+            message: format!("Invalid value: {}: {detail}", shown(value)),
+        }
+    }
+
+    /// A cause with its own reason and message.
+    pub fn other(
+        reason: &'static str,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            reason,
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// A value as field errors quote it: strings in quotes, objects and lists by their type.
+fn shown(value: &Value) -> String {
+    match value {
+        Value::String(s) => format!("{s:?}"),
+        Value::Object(_) => "\"object\"".to_owned(),
+        Value::Array(_) => "\"array\"".to_owned(),
+        other => other.to_string(),
+    }
 }
 
 impl ApiError {
@@ -42,12 +110,40 @@ impl ApiError {
     /// Attaches the object the error is about.
     #[must_use]
     pub fn with_details(mut self, group: &str, plural: &str, name: &str) -> Self {
-        self.details = Some(StatusDetails {
+        self.details = Some(Box::new(StatusDetails {
             name: name.to_owned(),
             group: group.to_owned(),
             kind: plural.to_owned(),
-        });
+            causes: Vec::new(),
+        }));
         self
+    }
+
+    /// 422 Invalid for one object, listing every failed field as the real server does:
+    /// `<Kind>.<group> "<name>" is invalid: <field>: <message>` (several in `[..., ...]`),
+    /// with one `details.causes` entry per field.
+    pub fn invalid_fields(group: &str, kind: &str, name: &str, errors: Vec<FieldError>) -> Self {
+        let listed = match errors.as_slice() {
+            [one] => one.to_string(),
+            many => format!(
+                "[{}]",
+                many.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        let mut error = Self::invalid(format!(
+            "{} \"{name}\" is invalid: {listed}",
+            qualified(group, kind)
+        ));
+        error.details = Some(Box::new(StatusDetails {
+            name: name.to_owned(),
+            group: group.to_owned(),
+            kind: kind.to_owned(),
+            causes: errors,
+        }));
+        error
     }
 
     /// 400 BadRequest.
@@ -152,10 +248,15 @@ impl ApiError {
             "code": self.code,
         });
         if let (Some(d), Some(map)) = (&self.details, status.as_object_mut()) {
-            map.insert(
-                "details".to_owned(),
-                json!({"name": d.name, "group": d.group, "kind": d.kind}),
-            );
+            let mut details = json!({"name": d.name, "group": d.group, "kind": d.kind});
+            if !d.causes.is_empty() {
+                details["causes"] = d
+                    .causes
+                    .iter()
+                    .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
+                    .collect();
+            }
+            map.insert("details".to_owned(), details);
         }
         status
     }

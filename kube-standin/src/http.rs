@@ -25,7 +25,7 @@ use super::kinds::ResourceKind;
 use super::selectors::{FieldSelector, LabelSelector, Selectors};
 use super::store::{Since, Store};
 use super::watch::{self, WatchRequest, WatchStats};
-use super::write::{DeleteOptions, PatchBody, Subresource, WriteOptions};
+use super::write::{DeleteOptions, FieldValidation, PatchBody, Subresource, WriteOptions};
 
 /// Response body: a whole buffer or a watch stream.
 pub type Body = UnsyncBoxBody<Bytes, Infallible>;
@@ -211,7 +211,7 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body>
     let body = read_body(req.into_body()).await?;
     let store = &shared.store;
     let ns = target.namespace.as_deref();
-    let opts = write_options(&query);
+    let opts = write_options(&query)?;
     let kind = &target.kind;
     match (&method, target.name.as_deref()) {
         (&Method::GET, None) => {
@@ -431,12 +431,15 @@ fn selectors(query: &HashMap<String, String>) -> Result<Selectors, ApiError> {
     })
 }
 
-fn write_options(query: &HashMap<String, String>) -> WriteOptions {
-    WriteOptions {
+fn write_options(query: &HashMap<String, String>) -> Result<WriteOptions, ApiError> {
+    Ok(WriteOptions {
         dry_run: query.get("dryRun").is_some_and(|v| v == "All"),
         field_manager: query.get("fieldManager").filter(|m| !m.is_empty()).cloned(),
         force: query.get("force").is_some_and(|v| v == "true"),
-    }
+        field_validation: FieldValidation::parse(
+            query.get("fieldValidation").map_or("", String::as_str),
+        )?,
+    })
 }
 
 fn delete_options(body: &[u8], query: &HashMap<String, String>) -> Result<DeleteOptions, ApiError> {

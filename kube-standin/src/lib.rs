@@ -33,7 +33,8 @@
 //! # Modules
 //! [`kinds`] (served resources), [`store`] (objects, resourceVersions, event history, list
 //! snapshots, finalizers and garbage collection), `validation` and `defaults` (what the
-//! server checks and fills in), `scale` (the Scale view), [`watch`] (watch streams),
+//! server checks and fills in), `schema` (CRD OpenAPI schemas and CEL rules), [`crds`]
+//! (third-party CRDs such as KEDA's ScaledObject), `scale` (the Scale view), [`watch`] (watch streams),
 //! [`selectors`], [`patch`], [`discovery`], [`http`] (routing and encoding), [`error`]
 //! (`Status` errors), [`faults`], [`manifests`] (seeding from YAML) and
 //! [`write`](mod@write) (what a write request asks for: subresource, patch body, options).
@@ -58,6 +59,16 @@
 //!   `Api<PartialObjectMeta<K>>` uses them.
 //! - Seeding from YAML manifests ([`manifests`], [`LocalApiServer::apply_manifests`]).
 //! - Fault injection ([`faults`]).
+//! - **What a real server enforces, by default:** label key and value syntax on every
+//!   object; EndpointSlice addresses valid for the `addressType` and never loopback or
+//!   link-local (`ServerConfig::allow_loopback_endpoints` relaxes only the loopback rule);
+//!   a CustomResourceDefinition's patterns and CEL rules compile; custom resources of a
+//!   registered CRD match its OpenAPI v3 schema and `x-kubernetes-validations` rules (422
+//!   `Invalid` with one cause per field). Unknown fields follow `fieldValidation`: `Strict`
+//!   refuses them (400, `strict decoding error: unknown field "spec.x"`), the default (`Warn`,
+//!   what kube-rs sends) and `Ignore` prune them, as a real server does. Kinds served without
+//!   a CRD object (the built-in registry's `http.keda.sh` and `keda.sh` kinds) have no schema
+//!   until their CRD is applied.
 //! - The namespaces `default`, `kube-system`, `kube-public` and `kube-node-lease` exist at
 //!   start; creating a namespaced object in a namespace that does not exist is a 404.
 //!
@@ -87,11 +98,16 @@
 //! - **Defaulting** is limited to `Deployment.spec.replicas = 1`; Service `type`,
 //!   `clusterIP` (10.96.x.y), port `protocol` and `targetPort`; Namespace `status.phase`; and
 //!   CRD `status` (Established and NamesAccepted at once, no controller involved).
-//! - **Not implemented:** admission webhooks, validation against OpenAPI/CRD schemas, CEL rules, RBAC and authentication
+//! - **Schemas** are not fully enforced: `format`, `uniqueItems`, `allOf`/`anyOf`/`oneOf`,
+//!   list-type uniqueness and validation ratcheting are not checked, schema defaults are not
+//!   stored, and built-in kinds are checked only for labels and slice addresses (see
+//!   `schema`).
+//! - **Not implemented:** admission webhooks, RBAC and authentication
 //!   beyond one bearer token, protobuf and Table output, the legacy
 //!   `/watch/` paths, `pods/log`/`exec`/`eviction` and other subresources, pod scheduling
 //!   or any controller (the workload simulator plays those parts).
 
+pub mod crds;
 mod defaults;
 pub mod discovery;
 pub mod error;
@@ -102,6 +118,7 @@ pub mod manifests;
 mod meta;
 pub mod patch;
 mod scale;
+mod schema;
 pub mod selectors;
 pub mod store;
 mod validation;
@@ -137,6 +154,10 @@ pub struct ServerConfig {
     /// Accept `Patch::Strategic` on custom resources (as a merge patch with atomic lists).
     /// Off by default because a real API server answers it with 415 Unsupported Media Type.
     pub strategic_merge_for_custom_resources: bool,
+    /// Accept loopback addresses (127.0.0.0/8, ::1) in EndpointSlices. Off by default because
+    /// a real API server refuses them; only for set-ups whose workloads cannot listen on
+    /// routable addresses (link-local addresses stay refused).
+    pub allow_loopback_endpoints: bool,
 }
 
 impl Default for ServerConfig {
@@ -147,6 +168,7 @@ impl Default for ServerConfig {
             history_capacity: 8192,
             bookmark_interval: Duration::from_secs(10),
             strategic_merge_for_custom_resources: false,
+            allow_loopback_endpoints: false,
         }
     }
 }
@@ -182,6 +204,7 @@ impl LocalApiServer {
         })?;
         let store = Arc::new(Store::new(config.history_capacity));
         store.set_strategic_merge_for_custom_resources(config.strategic_merge_for_custom_resources);
+        store.set_allow_loopback_endpoints(config.allow_loopback_endpoints);
         let shutdown = CancellationToken::new();
         let shared = Arc::new(http::Shared {
             store: store.clone(),

@@ -20,9 +20,11 @@ use super::kinds::{KindRegistry, ResourceKey, ResourceKind};
 use super::meta;
 use super::patch::{self, ListMerge};
 use super::scale::scale_of;
+use super::schema::{CrdSchema, schemas_from_crd};
 use super::selectors::Selectors;
 use super::validation::{
-    check_apply, check_body_name, normalise_type, resolve_namespace, validate_name,
+    check_apply, check_body_name, endpoint_slice_errors, label_errors, normalise_type,
+    resolve_namespace, validate_name,
 };
 use super::write::{DeleteOptions, PatchBody, Subresource, WriteOptions};
 
@@ -132,6 +134,10 @@ struct State {
     /// Paginated lists in progress, oldest first.
     snapshots: VecDeque<Arc<ListSnapshot>>,
     next_snapshot: u64,
+    /// The OpenAPI schemas of registered CRDs, by served resource.
+    schemas: HashMap<ResourceKey, Arc<CrdSchema>>,
+    /// Accept loopback addresses in EndpointSlices (a test-only relaxation).
+    allow_loopback_endpoints: bool,
 }
 
 /// The objects of a paginated list as of its first page.
@@ -192,6 +198,8 @@ impl Store {
                 services_created: 0,
                 snapshots: VecDeque::new(),
                 next_snapshot: 0,
+                schemas: HashMap::new(),
+                allow_loopback_endpoints: false,
             }),
             events,
         };
@@ -213,6 +221,13 @@ impl Store {
     /// default here as well.
     pub fn set_strategic_merge_for_custom_resources(&self, allow: bool) {
         self.lock().strategic_for_custom = allow;
+    }
+
+    /// Accept loopback addresses (127.0.0.0/8, ::1) in EndpointSlices, which a real API server
+    /// refuses. Only for test set-ups whose workloads cannot listen on routable addresses;
+    /// link-local addresses stay refused.
+    pub fn set_allow_loopback_endpoints(&self, allow: bool) {
+        self.lock().allow_loopback_endpoints = allow;
     }
 
     /// Looks a served kind up.
@@ -343,6 +358,7 @@ impl Store {
             st.services_created += 1;
         }
         apply_defaults(kind, &mut body, st.services_created);
+        admit(st, kind, &mut body, None, opts, Subresource::Main)?;
         if let Some(manager) = &opts.field_manager {
             record_manager(&mut body, kind, manager, operation, Subresource::Main);
         }
@@ -355,11 +371,7 @@ impl Store {
             .entry(kind.key())
             .or_default()
             .insert(key, object.clone());
-        if kind.group == "apiextensions.k8s.io" && kind.plural == "customresourcedefinitions" {
-            for k in KindRegistry::kinds_from_crd(&object) {
-                st.kinds.register(k);
-            }
-        }
+        register_crd(st, kind, &object);
         self.emit(st, kind.key(), EventType::Added, object.clone(), None);
         Ok(object)
     }
@@ -659,6 +671,7 @@ impl Store {
                 current["metadata"].get("managedFields").cloned(),
             );
         }
+        admit(st, kind, &mut next, Some(current), opts, sub)?;
         if next == **current {
             return Ok(current.clone());
         }
@@ -693,11 +706,7 @@ impl Store {
             .entry(kind.key())
             .or_default()
             .insert(key, next.clone());
-        if kind.group == "apiextensions.k8s.io" && kind.plural == "customresourcedefinitions" {
-            for k in KindRegistry::kinds_from_crd(&next) {
-                st.kinds.register(k);
-            }
-        }
+        register_crd(st, kind, &next);
         self.emit(
             st,
             kind.key(),
@@ -957,6 +966,66 @@ impl Store {
         // No receivers is fine: nobody is watching.
         let _ = self.events.send(event);
     }
+}
+
+fn is_crd(kind: &ResourceKind) -> bool {
+    kind.group == "apiextensions.k8s.io" && kind.plural == "customresourcedefinitions"
+}
+
+/// Serves the kinds a stored CRD declares and enforces their schemas.
+fn register_crd(st: &mut State, kind: &ResourceKind, crd: &Value) {
+    if !is_crd(kind) {
+        return;
+    }
+    for k in KindRegistry::kinds_from_crd(crd) {
+        st.kinds.register(k);
+    }
+    // `admit` refused CRDs whose schemas do not compile before they got here.
+    if let Ok(schemas) = schemas_from_crd(crd) {
+        st.schemas.extend(schemas);
+    }
+}
+
+/// What a real server checks of every object it stores, after defaulting: label syntax,
+/// EndpointSlice addresses, a CRD's own schemas, and a custom resource against its CRD's
+/// schema and CEL rules (which may prune unknown fields from `object`).
+fn admit(
+    st: &State,
+    kind: &ResourceKind,
+    object: &mut Value,
+    old: Option<&Value>,
+    opts: &WriteOptions,
+    sub: Subresource,
+) -> Result<(), ApiError> {
+    let name = meta::str_field(object, "name").to_owned();
+    let mut errors = label_errors(object);
+    if kind.group == "discovery.k8s.io" && kind.plural == "endpointslices" {
+        errors.extend(endpoint_slice_errors(object, st.allow_loopback_endpoints));
+    }
+    if is_crd(kind)
+        && let Err(crd_errors) = schemas_from_crd(object)
+    {
+        errors.extend(crd_errors);
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::invalid_fields(
+            &kind.group,
+            &kind.kind,
+            &name,
+            errors,
+        ));
+    }
+    if let Some(schema) = st.schemas.get(&kind.key()) {
+        schema
+            .admit(
+                object,
+                old,
+                opts.field_validation,
+                sub == Subresource::Status,
+            )
+            .map_err(|failure| failure.into_api_error(schema, &name))?;
+    }
+    Ok(())
 }
 
 fn lookup(

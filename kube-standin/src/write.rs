@@ -7,6 +7,8 @@
 
 use serde_json::Value;
 
+use super::error::ApiError;
+
 /// Which part of an object a write addresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Subresource {
@@ -40,6 +42,34 @@ pub struct WriteOptions {
     pub field_manager: Option<String>,
     /// `force` (server-side apply): accepted, no effect (there is no conflict detection).
     pub force: bool,
+    /// `fieldValidation`: what to do with fields a CRD schema does not declare.
+    pub field_validation: FieldValidation,
+}
+
+/// How a write treats fields the schema does not declare (`?fieldValidation=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FieldValidation {
+    /// Refuse the object (400), naming every unknown field.
+    Strict,
+    /// Prune unknown fields (a real server also sends a `Warning` header); the default.
+    #[default]
+    Warn,
+    /// Prune unknown fields silently.
+    Ignore,
+}
+
+impl FieldValidation {
+    /// Parses the query parameter (case as the real server accepts it).
+    pub fn parse(text: &str) -> Result<Self, ApiError> {
+        match text {
+            "Strict" => Ok(Self::Strict),
+            "Warn" | "" => Ok(Self::Warn),
+            "Ignore" => Ok(Self::Ignore),
+            other => Err(ApiError::bad_request(format!(
+                "fieldValidation must be one of \"Ignore\", \"Warn\" or \"Strict\", got {other:?}"
+            ))),
+        }
+    }
 }
 
 /// The parts of `DeleteOptions` we honour.

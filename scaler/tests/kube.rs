@@ -70,7 +70,9 @@ fn loopback(port: u16) -> SocketAddr {
 #[tokio::test]
 async fn discovery_follows_the_admin_endpoint_slices() {
     bounded(async {
-        let server = LocalApiServer::start().await.expect("api server");
+        let server = LocalApiServer::start_with(loopback_backends())
+            .await
+            .expect("api server");
         let client = server.client().await.expect("client");
         namespaces(&client, &[NS, "apps"]).await;
         let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), NS);
@@ -195,7 +197,9 @@ async fn create_objects(client: &Client) {
 #[tokio::test]
 async fn targets_are_read_from_the_cluster() {
     bounded(async {
-        let server = LocalApiServer::start().await.expect("api server");
+        let server = LocalApiServer::start_with(loopback_backends())
+            .await
+            .expect("api server");
         let client = server.client().await.expect("client");
         namespaces(&client, &[NS, "apps"]).await;
         create_objects(&client).await;
@@ -252,7 +256,9 @@ impl Drop for KillOnDrop {
 #[tokio::test]
 async fn the_binary_serves_keda_from_a_kubeconfig_and_exits_cleanly_on_sigterm() {
     bounded(async {
-        let server = LocalApiServer::start().await.expect("api server");
+        let server = LocalApiServer::start_with(loopback_backends())
+            .await
+            .expect("api server");
         let client = server.client().await.expect("client");
         namespaces(&client, &[NS, "apps"]).await;
         create_objects(&client).await;
@@ -369,4 +375,13 @@ async fn the_binary_serves_keda_from_a_kubeconfig_and_exits_cleanly_on_sigterm()
         assert!(exit.success(), "exit status {exit:?}");
     })
     .await;
+}
+
+/// The stand-in as strict as a real API server, except that the test backends' EndpointSlices
+/// may name 127.0.0.1 (a real server refuses loopback addresses).
+fn loopback_backends() -> kube_standin::ServerConfig {
+    kube_standin::ServerConfig {
+        allow_loopback_endpoints: true,
+        ..kube_standin::ServerConfig::default()
+    }
 }

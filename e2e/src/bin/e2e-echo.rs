@@ -1,5 +1,5 @@
 //! `e2e-echo`: the protocol backend of the scenarios the hello app cannot serve. Listens on
-//! `127.0.0.1:$PORT`, HTTP/1.1 and HTTP/2 with prior knowledge (h2c) on the same port:
+//! `$BIND_ADDRESS:$PORT` (default 127.0.0.1), HTTP/1.1 and HTTP/2 with prior knowledge (h2c) on the same port:
 //!
 //! - `GET /healthz`: `200 ok` (the readiness path);
 //! - `GET /ws` with `Upgrade: websocket`: the RFC 6455 handshake, then every text or binary
@@ -8,7 +8,7 @@
 //!   length-prefixed message is sent back as soon as its bytes arrive (so unary calls and
 //!   bidirectional streams both work), then the trailers `grpc-status: 0`. Over HTTP/1.1 it
 //!   answers `grpc-status: 12` (UNIMPLEMENTED), so a caller can tell that h2c was not used;
-//! - anything else: `200 echo <ECHO_NAME>` (`$PORT` when `ECHO_NAME` is unset), so a caller
+//! - anything else: `200 echo <ECHO_NAME>` (`<address>:<PORT>` when `ECHO_NAME` is unset), so a caller
 //!   can tell the backends apart.
 //!
 //! Every response carries `x-echo-version` (the HTTP version the request arrived with).
@@ -37,12 +37,16 @@ async fn main() -> anyhow::Result<()> {
     let port: u16 = std::env::var("PORT")
         .map_err(|_| anyhow::anyhow!("PORT is not set"))?
         .parse()?;
+    // The simulator sets BIND_ADDRESS to the pod's test-host address.
+    let ip: std::net::IpAddr = std::env::var("BIND_ADDRESS")
+        .unwrap_or_else(|_| "127.0.0.1".to_owned())
+        .parse()?;
     let name: &'static str = Box::leak(
         std::env::var("ECHO_NAME")
-            .unwrap_or_else(|_| port.to_string())
+            .unwrap_or_else(|_| std::net::SocketAddr::new(ip, port).to_string())
             .into_boxed_str(),
     );
-    let listener = TcpListener::bind(("127.0.0.1", port)).await?;
+    let listener = TcpListener::bind((ip, port)).await?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     loop {

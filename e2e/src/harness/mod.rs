@@ -2,12 +2,14 @@
 //!
 //! [`Harness::start`] brings up, in order:
 //!
-//! 1. the API: the in-memory [`LocalApiServer`] (default), or with `E2E_API=external` the
-//!    server `KUBECONFIG` points at (the harness then installs our CRDs and the `keda.sh`
-//!    ScaledObject CRD it ships);
+//! 1. the API: the in-memory [`LocalApiServer`] (default; as strict as a real server), or
+//!    with `E2E_API=external` the server `KUBECONFIG` points at. Either way the harness
+//!    installs our CRDs, and KEDA's ScaledObject CRD (from `kube_standin::crds`) only when
+//!    the server has none;
 //! 2. the add-on's Services in namespace `keda` (interceptor admin and proxy, external
-//!    scaler), without selectors, and EndpointSlices pointing at the loopback ports the real
-//!    processes listen on, so the scaler finds the interceptor's admin endpoint as in a cluster;
+//!    scaler), without selectors, and EndpointSlices pointing at the ports the real processes
+//!    listen on at [`Harness::process_address`] (the test hosts' bridge address), so the
+//!    scaler finds the interceptor's admin endpoint as in a cluster;
 //! 3. the workload [`Simulator`] (commands from a [`CommandTable`]; the `hello` and
 //!    `keda-http-hello` images run the `hello` binary, the `e2e-echo` image the `e2e-echo`
 //!    binary, from the binary directory when they exist);
@@ -33,9 +35,11 @@
 //! while a test panics) kills them; [`Harness::stop`] stops them with `SIGTERM` first. The
 //! harness never signals a process it did not start.
 //!
-//! Limitation with `E2E_API=external`: a real kube-apiserver refuses loopback addresses in
-//! EndpointSlices, so the workloads must listen on routable addresses there (see TOOLS.md on
-//! network namespaces); the simulator still publishes 127.0.0.1.
+//! Pods run in network-namespace test hosts on 198.51.100.0/24 (see
+//! [`crate::simulator::hosts`]), so every EndpointSlice the harness and the simulator write
+//! is valid on a real kube-apiserver; creating them needs root, and the harness fails at
+//! start with the reason otherwise. `E2E_LOOPBACK_PODS=1` keeps everything on 127.0.0.1 (and
+//! relaxes only the local stand-in's loopback check).
 
 pub mod forwarder;
 pub mod manifests;
@@ -51,8 +55,9 @@ use serde_json::json;
 
 use crate::keda::grpc::GrpcConnector;
 use crate::keda::{AddressTable, KedaConfig, KedaStandIn};
+use crate::simulator::hosts::{self, PodNetwork};
 use crate::simulator::{CommandSpec, CommandTable, Simulator, SimulatorConfig};
-use kube_standin::LocalApiServer;
+use kube_standin::{LocalApiServer, ServerConfig};
 use process::{ManagedProcess, free_port, wait_listening};
 
 /// The add-on's namespace.
@@ -67,6 +72,10 @@ pub const INTERCEPTOR_DEPLOYMENT: &str = "keda-add-ons-http-interceptor";
 pub const SCALER_SERVICE: &str = "keda-add-ons-http-external-scaler";
 /// The scaler Service port written into `scalerAddress`.
 pub const SCALER_SERVICE_PORT: u16 = 9090;
+/// The `endpointslice.kubernetes.io/managed-by` value of the harness's own slices.
+pub const HARNESS_MANAGED_BY: &str = "harness.e2e.keda-http";
+/// KEDA's ScaledObject CRD, installed only when absent.
+pub const KEDA_SCALED_OBJECT_CRD_NAME: &str = "scaledobjects.keda.sh";
 /// Environment variable selecting the API: `external` uses `KUBECONFIG`.
 pub const ENV_API: &str = "E2E_API";
 /// Environment variable naming the directory of the product binaries.
@@ -335,17 +344,33 @@ pub struct Harness {
     bin_dir: PathBuf,
     inherit_output: bool,
     startup_timeout: Duration,
+    network: PodNetwork,
     api: Option<LocalApiServer>,
 }
 
 impl Harness {
     /// Starts everything `config` asks for (see the module docs).
     pub async fn start(config: HarnessConfig) -> Result<Self, Error> {
+        let network = config.simulator.network;
+        if network == PodNetwork::TestHosts {
+            // Fail now, with the reason, rather than with pods that never start.
+            tokio::task::spawn_blocking(hosts::prepare)
+                .await
+                .map_err(|e| Error::Config(e.to_string()))?
+                .map_err(|e| Error::Config(format!("test hosts for the pods: {e}")))?;
+        }
         let (api, client, kubeconfig) = match &config.api {
             ApiChoice::Local => {
-                let server = LocalApiServer::start().await?;
+                // As strict as a real server, except loopback slice addresses when the pods
+                // run on loopback (E2E_LOOPBACK_PODS=1).
+                let server = LocalApiServer::start_with(ServerConfig {
+                    allow_loopback_endpoints: network == PodNetwork::Loopback,
+                    ..ServerConfig::default()
+                })
+                .await?;
                 let client = server.client().await?;
                 let path = server.kubeconfig_path().to_path_buf();
+                install_crds(&client).await?;
                 (Some(server), client, path)
             }
             ApiChoice::External(path) => {
@@ -373,7 +398,13 @@ impl Harness {
                 })
                 .collect::<Result<Vec<_>, Error>>()?
         };
-        install_addon_services(&client, &ports, &interceptor_ports).await?;
+        install_addon_services(
+            &client,
+            &ports,
+            &interceptor_ports,
+            network.harness_address(),
+        )
+        .await?;
 
         let addresses = AddressTable::new();
         addresses.insert(
@@ -419,6 +450,7 @@ impl Harness {
             bin_dir: config.bin_dir.clone(),
             inherit_output: config.inherit_output,
             startup_timeout: config.startup_timeout,
+            network,
             api,
         };
         harness.keda = Some(KedaStandIn::start(
@@ -465,7 +497,15 @@ impl Harness {
                 self.interceptors[i].env = common(vec![
                     kv("KEDA_HTTP_PROXY_PORT", ip.proxy.to_string()),
                     kv("KEDA_HTTP_ADMIN_PORT", ip.admin.to_string()),
-                    kv("KEDA_HTTP_BIND_ADDRESS", "127.0.0.1".into()),
+                    // Pods' test hosts and the scaler reach the admin port through the
+                    // bridge address in the EndpointSlices; loopback-only otherwise.
+                    kv(
+                        "KEDA_HTTP_BIND_ADDRESS",
+                        match config.simulator.network {
+                            PodNetwork::TestHosts => "0.0.0.0".into(),
+                            PodNetwork::Loopback => "127.0.0.1".into(),
+                        },
+                    ),
                     kv("OTEL_PROM_EXPORTER_PORT", ip.metrics.to_string()),
                     kv("KEDA_HTTP_SHUTDOWN_DELAY", "0s".into()),
                     kv("KEDA_HTTP_DRAIN_TIMEOUT", "5s".into()),
@@ -600,6 +640,13 @@ impl Harness {
         self.api.as_ref()
     }
 
+    /// Where pods and the EndpointSlices the harness writes reach the harness's processes:
+    /// the test hosts' bridge address (198.51.100.1), or 127.0.0.1 with `E2E_LOOPBACK_PODS=1`.
+    /// A stand-in for a product binary must listen here.
+    pub fn process_address(&self) -> std::net::IpAddr {
+        self.network.harness_address()
+    }
+
     /// The product binaries' ports.
     pub fn ports(&self) -> Ports {
         self.ports
@@ -676,7 +723,7 @@ async fn remove_stale_slices(client: &Client) -> Result<(), Error> {
     use kube::api::{DeleteParams, ListParams};
     let all: kube::Api<EndpointSlice> = kube::Api::all(client.clone());
     let selector = format!(
-        "endpointslice.kubernetes.io/managed-by in ({},e2e.keda-http/harness)",
+        "endpointslice.kubernetes.io/managed-by in ({},{HARNESS_MANAGED_BY})",
         crate::simulator::slices::MANAGED_BY
     );
     let stale = all
@@ -705,24 +752,42 @@ async fn remove_stale_slices(client: &Client) -> Result<(), Error> {
     Ok(())
 }
 
-/// Installs our CRDs and the `keda.sh` ScaledObject CRD (external API servers only).
+/// Installs our CRDs, and KEDA's ScaledObject CRD only when the cluster has none: a real
+/// cluster's KEDA CRD is never replaced by the stand-in's.
 async fn install_crds(client: &Client) -> Result<(), Error> {
-    let mut crds = keda_http_api::crd::crds();
-    crds.push(keda_http_api::crd::keda_scaled_object_crd());
-    for crd in crds {
+    for crd in keda_http_api::crd::crds() {
         let value =
             keda_http_api::crd::crd_value(&crd).map_err(|e| Error::Manifest(e.to_string()))?;
         manifests::apply_value(client, value, NAMESPACE).await?;
+    }
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let crds: kube::Api<CustomResourceDefinition> = kube::Api::all(client.clone());
+    let present = crds
+        .get_opt(KEDA_SCALED_OBJECT_CRD_NAME)
+        .await
+        .map_err(|source| Error::Kube {
+            what: format!("reading CRD {KEDA_SCALED_OBJECT_CRD_NAME}"),
+            source,
+        })?;
+    if present.is_none() {
+        manifests::apply_yaml(
+            client,
+            kube_standin::crds::KEDA_SCALED_OBJECT_CRD,
+            NAMESPACE,
+        )
+        .await?;
     }
     Ok(())
 }
 
 /// The add-on's Services (no selectors: the processes are not simulated pods) and
-/// EndpointSlices pointing at the processes' loopback ports.
+/// EndpointSlices pointing at the processes' ports on `address` (the test hosts' bridge
+/// address, or loopback with `E2E_LOOPBACK_PODS=1`).
 async fn install_addon_services(
     client: &Client,
     ports: &Ports,
     interceptors: &[InterceptorPorts],
+    address: std::net::IpAddr,
 ) -> Result<(), Error> {
     let namespace = json!({ "apiVersion": "v1", "kind": "Namespace",
         "metadata": { "name": NAMESPACE } });
@@ -759,12 +824,12 @@ async fn install_addon_services(
                     "namespace": NAMESPACE,
                     "labels": {
                         crate::simulator::slices::SERVICE_NAME_LABEL: name,
-                        "endpointslice.kubernetes.io/managed-by": "e2e.keda-http/harness",
+                        "endpointslice.kubernetes.io/managed-by": HARNESS_MANAGED_BY,
                     },
                 },
                 "addressType": "IPv4",
                 "endpoints": [{
-                    "addresses": ["127.0.0.1"],
+                    "addresses": [address.to_string()],
                     "conditions": { "ready": true, "serving": true, "terminating": false },
                 }],
                 "ports": [{ "name": port_name, "port": local_port, "protocol": "TCP" }],

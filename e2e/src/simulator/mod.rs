@@ -4,8 +4,9 @@
 //! ```text
 //! Simulator::start(client, config, commands)
 //!   watches apps/v1 Deployments and core/v1 Services in all namespaces;
-//!   per Deployment, keeps spec.replicas pods running, each a process (see `pod`):
-//!     free 127.0.0.1 port → start delay → spawn with PORT=<port> → probe readiness
+//!   per Deployment, keeps spec.replicas pods running, each a process (see `pod`) in its
+//!     own test host (see `hosts`; 198.51.100.x:8080, or a free 127.0.0.1 port with
+//!     E2E_LOOPBACK_PODS=1) → start delay → spawn with PORT and BIND_ADDRESS → probe readiness
 //!     (readinessProbe.httpGet.path of the first container, else a TCP connect);
 //!     a process that exits is restarted (its endpoint is not ready meanwhile);
 //!   scale-down: pick pods (not ready first, then newest), write their endpoints as
@@ -24,6 +25,7 @@
 //! dropping the simulator (also while a test panics) kills them; [`Simulator::stop`] stops them
 //! gracefully instead.
 
+pub mod hosts;
 pub mod pod;
 pub mod slices;
 
@@ -43,6 +45,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::AbortOnDropHandle;
 
+pub use hosts::PodNetwork;
 pub use pod::{CommandSpec, PodEvent, Probe};
 use slices::PodView;
 
@@ -63,6 +66,8 @@ pub struct SimulatorConfig {
     pub restart_delay: Duration,
     /// Let the processes write to this process's stdout/stderr.
     pub inherit_output: bool,
+    /// Where pods run: test hosts, or loopback with `E2E_LOOPBACK_PODS=1`.
+    pub network: PodNetwork,
 }
 
 impl Default for SimulatorConfig {
@@ -73,6 +78,7 @@ impl Default for SimulatorConfig {
             grace_period: None,
             restart_delay: Duration::from_millis(500),
             inherit_output: false,
+            network: PodNetwork::from_env(),
         }
     }
 }
@@ -343,9 +349,9 @@ impl Actor {
             return;
         };
         match event {
-            PodEvent::Started(port) => {
+            PodEvent::Started(addr) => {
                 let view = &mut dep.pods[index].view;
-                view.port = Some(port);
+                view.addr = Some(addr);
                 view.ready = false;
             }
             PodEvent::Ready(ready) => dep.pods[index].view.ready = ready,
@@ -400,7 +406,7 @@ impl Actor {
                 dep.pods.push(Pod {
                     view: PodView {
                         name,
-                        port: None,
+                        addr: None,
                         ready: false,
                         terminating: false,
                     },
@@ -548,6 +554,7 @@ fn pod_spec(
             .unwrap_or(Duration::from_secs(30)),
         restart_delay: config.restart_delay,
         inherit_output: config.inherit_output,
+        network: config.network,
     }
 }
 

@@ -1,7 +1,10 @@
-//! One simulated pod: a process on a free loopback port, started after a delay, probed for
-//! readiness, restarted when it dies, and stopped with `SIGTERM` and a grace period.
-//! The child is spawned with `kill_on_drop`, so aborting the pod's task kills it.
+//! One simulated pod: a process in its own test host (network namespace, see `hosts`) on
+//! port 8080, or with `E2E_LOOPBACK_PODS=1` on a free loopback port; started after a delay,
+//! probed for readiness, restarted when it dies, and stopped with `SIGTERM` and a grace
+//! period. The child gets `PORT` and `BIND_ADDRESS` (the host's address) and is spawned with
+//! `kill_on_drop`, so aborting the pod's task kills it (and drops its test host).
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -12,6 +15,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot};
+
+use super::hosts::{PodNetwork, TestHost};
+
+/// The port a pod in a test host listens on (each host has its own address).
+pub const TEST_HOST_PORT: u16 = 8080;
 
 /// What to run for a pod.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -82,13 +90,15 @@ pub struct PodSpec {
     pub restart_delay: Duration,
     /// Let the child write to our stdout/stderr (otherwise discarded).
     pub inherit_output: bool,
+    /// Test host or loopback.
+    pub network: PodNetwork,
 }
 
 /// What a pod reports to the simulator.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PodEvent {
-    /// The process was spawned and listens (or will) on this port; not ready yet.
-    Started(u16),
+    /// The process was spawned and listens (or will) on this address; not ready yet.
+    Started(SocketAddr),
     /// The readiness probe result changed.
     Ready(bool),
     /// The process exited without being asked to; it will be restarted.
@@ -106,16 +116,39 @@ pub async fn run(
     let send = |event: PodEvent| {
         let _ = events.send((spec.name.clone(), event));
     };
+    // Kept across restarts, as a pod keeps its IP; dropped (namespace deleted) at the end.
+    let mut host: Option<TestHost> = None;
     loop {
         tokio::select! {
             () = tokio::time::sleep(spec.start_delay) => {}
             _ = &mut stop => break,
         }
-        let started = match free_port() {
-            Ok(port) => spawn(&spec, port).map(|child| (port, child)),
-            Err(e) => Err(e),
+        if spec.network == PodNetwork::TestHosts && host.is_none() {
+            match tokio::task::spawn_blocking(TestHost::create).await {
+                Ok(Ok(created)) => host = Some(created),
+                Ok(Err(error)) => {
+                    tracing::error!(pod = %spec.name, %error, "creating the pod's test host failed");
+                    send(PodEvent::Exited(error.to_string()));
+                }
+                Err(error) => send(PodEvent::Exited(error.to_string())),
+            }
+            if host.is_none() {
+                tokio::select! {
+                    () = tokio::time::sleep(spec.restart_delay) => continue,
+                    _ = &mut stop => break,
+                }
+            }
+        }
+        let started = match &host {
+            Some(h) => {
+                let addr = SocketAddr::from((h.address(), TEST_HOST_PORT));
+                spawn(&spec, addr, Some(h.netns())).map(|child| (addr, child))
+            }
+            None => free_port()
+                .map(|port| SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+                .and_then(|addr| spawn(&spec, addr, None).map(|child| (addr, child))),
         };
-        let (port, mut child) = match started {
+        let (addr, mut child) = match started {
             Ok(started) => started,
             Err(error) => {
                 tracing::warn!(pod = %spec.name, %error, "starting the pod's process failed");
@@ -126,7 +159,7 @@ pub async fn run(
                 }
             }
         };
-        send(PodEvent::Started(port));
+        send(PodEvent::Started(addr));
         let mut ready = false;
         let mut probe = tokio::time::interval(spec.probe_period.max(Duration::from_millis(1)));
         probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -142,7 +175,7 @@ pub async fn run(
                     break false;
                 }
                 _ = probe.tick() => {
-                    let ok = check(&spec.probe, port).await;
+                    let ok = check(&spec.probe, addr).await;
                     if ok != ready {
                         ready = ok;
                         send(PodEvent::Ready(ok));
@@ -171,13 +204,23 @@ fn free_port() -> std::io::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
-fn spawn(spec: &PodSpec, port: u16) -> std::io::Result<Child> {
-    let mut command = Command::new(&spec.command.program);
+/// Spawns the pod's process listening on `addr`, inside `netns` when given
+/// (`ip netns exec` execs the program, so the child is the program itself).
+fn spawn(spec: &PodSpec, addr: SocketAddr, netns: Option<&str>) -> std::io::Result<Child> {
+    let mut command = match netns {
+        Some(netns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", netns]).arg(&spec.command.program);
+            c
+        }
+        None => Command::new(&spec.command.program),
+    };
     command
         .args(&spec.command.args)
         .envs(spec.template_env.iter().map(|(k, v)| (k, v)))
         .envs(spec.command.env.iter().map(|(k, v)| (k, v)))
-        .env("PORT", port.to_string())
+        .env("PORT", addr.port().to_string())
+        .env("BIND_ADDRESS", addr.ip().to_string())
         .stdin(Stdio::null())
         .kill_on_drop(true);
     if !spec.inherit_output {
@@ -203,14 +246,14 @@ async fn terminate(child: &mut Child, grace: Duration, name: &str) {
 }
 
 /// One readiness check, bounded by one second.
-async fn check(probe: &Probe, port: u16) -> bool {
+async fn check(probe: &Probe, addr: SocketAddr) -> bool {
     let attempt = async {
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        let mut stream = TcpStream::connect(addr).await.ok()?;
         let Probe::Http(path) = probe else {
             return Some(true);
         };
         let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: kube-probe/e2e\r\nConnection: close\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: kube-probe/e2e\r\nConnection: close\r\n\r\n"
         );
         stream.write_all(request.as_bytes()).await.ok()?;
         let mut head = [0u8; 16];
@@ -247,7 +290,7 @@ mod tests {
     #[tokio::test]
     async fn http_probe_reads_the_status_line() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
+        let port = listener.local_addr().unwrap();
         let server = tokio::spawn(async move {
             for status in ["200 OK", "503 Service Unavailable"] {
                 let (mut s, _) = listener.accept().await.unwrap();

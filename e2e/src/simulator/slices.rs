@@ -3,11 +3,12 @@
 //!
 //! # One EndpointSlice per (Service, pod)
 //!
-//! Every simulated pod is a process on its own loopback port, all at `127.0.0.1`. An
-//! EndpointSlice's ports apply to all of its endpoints, so endpoints with different ports
-//! cannot share a slice. The EndpointSlice controller itself groups endpoints by port set,
-//! so one slice per pod is what it would produce here too. Each slice carries the label
-//! `kubernetes.io/service-name`, one endpoint (`127.0.0.1`, conditions
+//! Every simulated pod is a process with its own address and port (its test host's
+//! 198.51.100.x:8080, or a loopback port with `E2E_LOOPBACK_PODS=1`). An EndpointSlice's
+//! ports apply to all of its endpoints, so endpoints with different ports cannot share a
+//! slice. The EndpointSlice controller itself groups endpoints by port set, so one slice per
+//! pod is what it would produce here too. Each slice carries the label
+//! `kubernetes.io/service-name`, one endpoint (the pod's address, conditions
 //! ready/serving/terminating, `targetRef` naming the pod) and every port of the Service, by
 //! name and protocol, mapped to the pod's one port. Consumers (interceptor, scaler) read every
 //! slice of a Service, as they must on a real cluster. Each slice is owned by its Service
@@ -21,15 +22,16 @@ use serde_json::{Value, json};
 /// The label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// The `endpointslice.kubernetes.io/managed-by` value of the simulator's slices.
-pub const MANAGED_BY: &str = "e2e.keda-http/simulator";
+/// (A label value: no `/`, unlike the `endpointslice.kubernetes.io/managed-by` key.)
+pub const MANAGED_BY: &str = "simulator.e2e.keda-http";
 
 /// A simulated pod as the slices and status see it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PodView {
     /// Pod name, e.g. `app-3f2a1`.
     pub name: String,
-    /// The loopback port its process listens on, once started.
-    pub port: Option<u16>,
+    /// The address its process listens on, once started.
+    pub addr: Option<std::net::SocketAddr>,
     /// The readiness probe passes.
     pub ready: bool,
     /// Being scaled down: `SIGTERM` sent or about to be.
@@ -52,7 +54,8 @@ pub fn slice_name(service: &str, pod: &str) -> String {
 
 /// The EndpointSlice for one pod of `service`, or `None` while the pod has no port yet.
 pub fn endpoint_slice(service: &Service, pod: &PodView) -> Option<Value> {
-    let port = pod.port?;
+    let addr = pod.addr?;
+    let port = addr.port();
     let service_name = service.metadata.name.clone().unwrap_or_default();
     let namespace = service.metadata.namespace.clone().unwrap_or_default();
     let ports: Vec<Value> = service
@@ -104,7 +107,7 @@ pub fn endpoint_slice(service: &Service, pod: &PodView) -> Option<Value> {
         "metadata": metadata,
         "addressType": "IPv4",
         "endpoints": [{
-            "addresses": ["127.0.0.1"],
+            "addresses": [addr.ip().to_string()],
             "conditions": {
                 // As the EndpointSlice controller: a terminating pod is never ready, but it
                 // is serving while its readiness probe still passes.

@@ -41,25 +41,44 @@ pub fn root() -> PathBuf {
         .to_path_buf()
 }
 
-/// `.tools/bin/helm`, installed by `scripts/install-tools.sh` when missing; `None` (with a
-/// message) when it cannot be installed.
+/// Set to `1` to let a scenario whose prerequisite (helm) is missing pass with a `SKIP:`
+/// message instead of failing.
+pub const ENV_ALLOW_SKIP: &str = "E2E_ALLOW_SKIP";
+
+/// Fails the test with `why`, or with `E2E_ALLOW_SKIP=1` prints `SKIP: why` and returns.
+pub fn missing_prerequisite(why: &str) {
+    if std::env::var(ENV_ALLOW_SKIP).is_ok_and(|v| v == "1") {
+        eprintln!("SKIP: {why}");
+    } else {
+        panic!("{why} (set {ENV_ALLOW_SKIP}=1 to skip instead)");
+    }
+}
+
+/// `.tools/bin/helm`, installed by `scripts/install-tools.sh` (`make tools`) when missing.
+/// When it cannot be installed the test fails with the reason; `None` only with
+/// `E2E_ALLOW_SKIP=1`.
 pub fn helm() -> Option<PathBuf> {
-    static HELM: OnceLock<Option<PathBuf>> = OnceLock::new();
-    HELM.get_or_init(|| {
+    static HELM: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let found = HELM.get_or_init(|| {
         let helm = root().join(".tools/bin/helm");
         if !helm.exists() {
             let status = std::process::Command::new(root().join("scripts/install-tools.sh"))
                 .status();
             if !helm.exists() {
-                eprintln!(
-                    "SKIP: helm is not installed and scripts/install-tools.sh could not install it ({status:?})"
-                );
-                return None;
+                return Err(format!(
+                    "helm is not installed and scripts/install-tools.sh could not install it ({status:?}); run `make tools`"
+                ));
             }
         }
-        Some(helm)
-    })
-    .clone()
+        Ok(helm)
+    });
+    match found {
+        Ok(helm) => Some(helm.clone()),
+        Err(why) => {
+            missing_prerequisite(why);
+            None
+        }
+    }
 }
 
 /// `helm template <release> charts/<chart> --namespace <ns> --set <set>...`.
@@ -114,19 +133,11 @@ fn build() {
     });
 }
 
-/// `E2E_REAL_CLUSTER=1`: the scenarios would need a real cluster with real KEDA (see
-/// `e2e/README.md`); they are skipped with a message rather than run against the stand-ins.
-pub const ENV_REAL_CLUSTER: &str = "E2E_REAL_CLUSTER";
-
 /// The harness with every product binary, fast simulator timings and `tweak` applied; the
-/// `e2e-echo` image runs the protocol backend. `None` (skip) with `E2E_REAL_CLUSTER=1`.
+/// `e2e-echo` image runs the protocol backend. Runs against the local stand-in, or with
+/// `E2E_API=external` against the API server `KUBECONFIG` names (see `e2e/README.md`).
+/// Always `Some`; the `Option` lets scenarios share one shape with [`helm`].
 pub async fn start(tweak: impl FnOnce(&mut HarnessConfig)) -> Option<Harness> {
-    if std::env::var(ENV_REAL_CLUSTER).is_ok_and(|v| v == "1") {
-        eprintln!(
-            "SKIP: {ENV_REAL_CLUSTER}=1: the scenarios do not drive a real cluster yet; see e2e/README.md"
-        );
-        return None;
-    }
     tokio::task::spawn_blocking(build).await.unwrap();
     let mut config = HarnessConfig::from_env().unwrap();
     config.simulator = SimulatorConfig {
@@ -135,6 +146,7 @@ pub async fn start(tweak: impl FnOnce(&mut HarnessConfig)) -> Option<Harness> {
         grace_period: Some(Duration::from_secs(10)),
         restart_delay: Duration::from_millis(200),
         inherit_output: std::env::var_os("E2E_VERBOSE").is_some(),
+        ..SimulatorConfig::default()
     };
     config.inherit_output = std::env::var_os("E2E_VERBOSE").is_some();
     tweak(&mut config);

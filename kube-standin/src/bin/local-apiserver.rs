@@ -34,6 +34,9 @@ struct Args {
     /// Seconds between bookmarks on idle watches.
     #[arg(long, env = "LOCAL_APISERVER_BOOKMARK_SECONDS", default_value_t = 10)]
     bookmark_seconds: u64,
+    /// Accept loopback addresses in EndpointSlices (a real API server refuses them).
+    #[arg(long, env = "LOCAL_APISERVER_ALLOW_LOOPBACK_ENDPOINTS")]
+    allow_loopback_endpoints: bool,
 }
 
 #[tokio::main]
@@ -47,6 +50,7 @@ async fn main() -> anyhow::Result<()> {
         addr: args.addr,
         history_capacity: args.history,
         bookmark_interval: Duration::from_secs(args.bookmark_seconds.max(1)),
+        allow_loopback_endpoints: args.allow_loopback_endpoints,
         ..ServerConfig::default()
     };
     if let Some(token) = args.token {

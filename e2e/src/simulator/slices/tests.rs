@@ -19,7 +19,7 @@ fn service(selector: &[(&str, &str)]) -> Service {
 fn pod(name: &str, port: Option<u16>, ready: bool, terminating: bool) -> PodView {
     PodView {
         name: name.to_owned(),
-        port,
+        addr: port.map(|p| std::net::SocketAddr::from(([198, 51, 100, 7], p))),
         ready,
         terminating,
     }
@@ -63,7 +63,7 @@ fn slice_has_one_endpoint_with_the_pods_port_under_every_service_port_name() {
     assert_eq!(slice["addressType"], "IPv4");
     let endpoints = slice["endpoints"].as_array().unwrap();
     assert_eq!(endpoints.len(), 1);
-    assert_eq!(endpoints[0]["addresses"], json!(["127.0.0.1"]));
+    assert_eq!(endpoints[0]["addresses"], json!(["198.51.100.7"]));
     assert_eq!(endpoints[0]["targetRef"]["name"], "app-a");
     assert_eq!(
         slice["ports"],
