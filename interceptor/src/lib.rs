@@ -406,10 +406,14 @@ impl Running {
             // Held cold-start requests are answered 503 first; their responses get a short
             // grace to be written before the connections are dropped.
             self.lifecycle.release_held();
-            let _ = tokio::time::timeout(HELD_ANSWER_GRACE, drained.as_mut()).await;
-            self.lifecycle.stop_now();
-            self.proxy.upgraded().close();
-            drained.await;
+            if tokio::time::timeout(HELD_ANSWER_GRACE, drained.as_mut())
+                .await
+                .is_err()
+            {
+                self.lifecycle.stop_now();
+                self.proxy.upgraded().close();
+                drained.await;
+            }
         }
         self
     }

@@ -285,6 +285,30 @@ enum AttemptError {
     Upstream(BoxError),
 }
 
+/// The connect retries of one request: one log line when its attempts end, if any retried.
+struct Tally<'a> {
+    retry: &'a Retry,
+    labels: &'a RouteLabels,
+    pool: &'a Pool,
+    retries: u32,
+    /// How the attempts ended: `ok`, `failed`, or `cancelled` (the deadline or the client).
+    outcome: &'static str,
+}
+
+impl Drop for Tally<'_> {
+    fn drop(&mut self) {
+        if self.retries > 0 {
+            tracing::info!(
+                target = %self.pool.target(),
+                retries = self.retries,
+                max = self.retry.max_retries(),
+                outcome = self.outcome,
+                "upstream connect retried"
+            );
+        }
+    }
+}
+
 /// Where one attempt goes.
 #[derive(Debug, Clone, Copy)]
 enum Address<'a> {
@@ -436,19 +460,19 @@ impl Upstream {
             host,
             response_header_timeout,
         };
-        let mut retries = 0;
+        // Counted as they happen and logged once when the request's attempts end, also when
+        // the request deadline cuts them short (this future is then dropped).
+        let mut tally = Tally {
+            retry: &self.retry,
+            labels,
+            pool,
+            retries: 0,
+            outcome: "cancelled",
+        };
         let result = self
-            .send_with_retries(pool, &head, parts.headers, body, &mut retries)
+            .send_with_retries(pool, &head, parts.headers, body, &mut tally)
             .await;
-        if retries > 0 {
-            self.retry.record(labels, retries);
-            tracing::info!(
-                target = %pool.target(),
-                retries,
-                ok = result.is_ok(),
-                "upstream connect retried"
-            );
-        }
+        tally.outcome = if result.is_ok() { "ok" } else { "failed" };
         result
     }
 
@@ -459,7 +483,7 @@ impl Upstream {
         head: &Head<'_>,
         mut headers: HeaderMap,
         mut body: Incoming,
-        retries: &mut u32,
+        tally: &mut Tally<'_>,
     ) -> Result<Response<Incoming>, ProxyError> {
         let service = if self.direct_pod_routing {
             None
@@ -489,7 +513,7 @@ impl Upstream {
                     Address::Endpoint(addr)
                 }
             };
-            let may_retry = *retries < self.retry.max_retries();
+            let may_retry = tally.retries < self.retry.max_retries();
             let failure = match self.connect(pool.app_protocol(), address).await {
                 Err(AttemptError::Connect { timeout, error }) => (timeout, error),
                 Err(AttemptError::Upstream(e)) => return Err(upstream_error(e)),
@@ -529,8 +553,9 @@ impl Upstream {
             if !may_retry {
                 return Err(connect_error(timeout, error));
             }
-            *retries += 1;
-            tokio::time::sleep(super::retry::backoff(*retries)).await;
+            tally.retries += 1;
+            self.retry.record(tally.labels, 1);
+            tokio::time::sleep(super::retry::backoff(tally.retries)).await;
         }
     }
 
