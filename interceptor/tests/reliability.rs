@@ -401,3 +401,28 @@ async fn a_held_request_at_the_drain_deadline_gets_503_with_retry_after() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_request_arriving_during_the_shutdown_delay_is_held_and_served() {
+    bounded(async {
+        let mut h = Harness::start(|config| {
+            config.shutdown_delay = Duration::from_secs(2);
+        })
+        .await;
+        let (addr, complete) = counting_backend().await;
+        h.set_endpoints("ns", "app", 80, http1(&[]));
+        h.install(vec![route("ns", "app", &["app"], &[])]).await;
+        h.shutdown();
+        h.wait_phase(keda_http_interceptor::Phase::Draining).await;
+        let url = h.proxy_url("/");
+        let request = tokio::spawn(async move { get(&url, "app").await });
+        h.wait_concurrency("ns/app", 1).await;
+        h.set_endpoints("ns", "app", 80, http1(&[addr]));
+        let (status, headers, _) = request.await.expect("joined");
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers[http::header::CONNECTION], "close");
+        assert_eq!(complete.load(Ordering::SeqCst), 1);
+        h.stop().await;
+    })
+    .await;
+}
