@@ -202,7 +202,8 @@ pub struct Config {
     pub retry_count: u32,
 
     /// Comma-separated `Upgrade` protocols forwarded (case-insensitive); any other upgrade
-    /// (e.g. h2c) is stripped and the request forwarded as a plain request.
+    /// (e.g. h2c) is stripped with `HTTP2-Settings` and the request forwarded as a plain
+    /// request, and a backend 101 to a protocol not offered and allowed is answered 502.
     #[arg(long, env = "KEDA_HTTP_ALLOWED_UPGRADES", default_value = "websocket")]
     pub allowed_upgrades: String,
 
