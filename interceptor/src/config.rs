@@ -194,6 +194,19 @@ pub struct Config {
     #[arg(long, env = "KEDA_HTTP_CONNECT_TIMEOUT", default_value = "500ms", value_parser = duration)]
     pub connect_timeout: Duration,
 
+    /// Re-dials of one request after a connect failure (refused, reset, connect timeout)
+    /// before anything was sent, with a 5–50 ms jittered backoff, rotating over the ready
+    /// endpoints, within the request deadline; 0 disables retries. The default (100) covers
+    /// about 5 s of a refusing backend.
+    #[arg(long, env = "KEDA_HTTP_RETRY_COUNT", default_value_t = crate::proxy::retry::DEFAULT_RETRY_COUNT)]
+    pub retry_count: u32,
+
+    /// Comma-separated `Upgrade` protocols forwarded (case-insensitive); any other upgrade
+    /// (e.g. h2c) is stripped with `HTTP2-Settings` and the request forwarded as a plain
+    /// request, and a backend 101 to a protocol not offered and allowed is answered 502.
+    #[arg(long, env = "KEDA_HTTP_ALLOWED_UPGRADES", default_value = "websocket")]
+    pub allowed_upgrades: String,
+
     /// Idle upstream connections kept in total (accepted; the pool is bounded per host).
     #[arg(long, env = "KEDA_HTTP_MAX_IDLE_CONNS", default_value_t = 1000)]
     pub max_idle_conns: usize,
@@ -564,6 +577,8 @@ mod tests {
             "KEDA_HTTP_TLS_MIN_VERSION",
             "KEDA_HTTP_TLS_CA_DIRS",
             "KEDA_HTTP_COLD_START_MAX_PENDING_REQUESTS",
+            "KEDA_HTTP_RETRY_COUNT",
+            "KEDA_HTTP_ALLOWED_UPGRADES",
         ] {
             assert!(
                 help.contains(&format!("env: {var}=")) || help.contains(&format!("env: {var}]")),

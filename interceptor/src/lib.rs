@@ -164,6 +164,8 @@ impl Interceptor {
             log_requests: config.log_requests,
             cold_start_header: config.enable_cold_start_header,
             direct_pod_routing: config.direct_pod_routing,
+            retry: proxy::retry::Retry::new(config.retry_count, &mut registry),
+            allowed_upgrades: proxy::forward::AllowedUpgrades::parse(&config.allowed_upgrades),
         };
         let proxy = Arc::new(Proxy::new(
             routes.clone(),
@@ -206,9 +208,12 @@ impl Interceptor {
     }
 
     /// Serves until `shutdown` completes, then: `/readyz` 503 and `Connection: close` for
-    /// `KEDA_HTTP_SHUTDOWN_DELAY` while still serving; close the proxy listener; drain
-    /// in-flight requests and upgraded connections within `KEDA_HTTP_DRAIN_TIMEOUT` (0: no
-    /// bound; past it the rest are dropped); then stop the admin and metrics listeners.
+    /// `KEDA_HTTP_SHUTDOWN_DELAY` while still serving (requests arriving then are still held
+    /// and served when their target becomes ready); close the proxy listener; drain in-flight
+    /// requests and upgraded connections within `KEDA_HTTP_DRAIN_TIMEOUT` (0: no bound; at
+    /// the deadline, requests still held for a cold start are answered 503 with `Retry-After`
+    /// and `Connection: close`, then the rest are dropped); then stop the admin and metrics
+    /// listeners.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
         let running = self.serve();
         shutdown.await;
@@ -354,6 +359,10 @@ impl Listeners {
     }
 }
 
+/// Time past the drain timeout for the 503 answers of requests still held for a cold start
+/// to be written before the remaining connections are dropped.
+const HELD_ANSWER_GRACE: Duration = Duration::from_millis(250);
+
 /// A serving interceptor: its accept loops and what shutting them down needs.
 struct Running {
     shutdown_delay: Duration,
@@ -394,9 +403,17 @@ impl Running {
             .is_err()
         {
             tracing::warn!("shutdown: drain timeout passed, dropping the remaining connections");
-            self.lifecycle.stop_now();
-            self.proxy.upgraded().close();
-            drained.await;
+            // Held cold-start requests are answered 503 first; their responses get a short
+            // grace to be written before the connections are dropped.
+            self.lifecycle.release_held();
+            if tokio::time::timeout(HELD_ANSWER_GRACE, drained.as_mut())
+                .await
+                .is_err()
+            {
+                self.lifecycle.stop_now();
+                self.proxy.upgraded().close();
+                drained.await;
+            }
         }
         self
     }

@@ -38,6 +38,9 @@ pub struct Lifecycle {
     /// Cancelled at `Closing`: the proxy listeners stop accepting and ask their connections
     /// to finish.
     close: CancellationToken,
+    /// Cancelled at the drain timeout, just before `hard_stop`: requests still held for a
+    /// cold start are answered 503 instead of being reset.
+    release_held: CancellationToken,
     /// Cancelled past the drain timeout: remaining proxy and upgraded connections are dropped.
     hard_stop: CancellationToken,
     /// Cancelled last: the admin and metrics listeners end.
@@ -57,6 +60,7 @@ impl Lifecycle {
             phase: watch::channel(Phase::Serving).0,
             draining: AtomicBool::new(false),
             close: CancellationToken::new(),
+            release_held: CancellationToken::new(),
             hard_stop: CancellationToken::new(),
             admin_stop: CancellationToken::new(),
         }
@@ -86,6 +90,17 @@ impl Lifecycle {
     pub fn close(&self) {
         self.advance(Phase::Closing);
         self.close.cancel();
+    }
+
+    /// Requests still held for a cold start stop waiting and are answered 503 (the drain
+    /// deadline has come; [`stop_now`](Self::stop_now) follows shortly).
+    pub fn release_held(&self) {
+        self.release_held.cancel();
+    }
+
+    /// Cancelled by [`release_held`](Self::release_held).
+    pub fn release_held_signal(&self) -> CancellationToken {
+        self.release_held.clone()
     }
 
     /// Drops the remaining proxy connections and upgraded connections now.

@@ -14,6 +14,7 @@ use super::error::ProxyError;
 use super::{Proxy, respond};
 use crate::coldstart::{self, Admission, Hold};
 use crate::endpoints::{Pool, PortLookup};
+use crate::metrics::RouteLabels;
 use crate::routing::Route;
 
 /// What the admit phase decided.
@@ -34,6 +35,8 @@ pub(super) struct Admitted<'r> {
     pub(super) deadline: Option<Instant>,
     /// The response-header timeout of one attempt (zero: none).
     pub(super) response_header_timeout: Duration,
+    /// The route's metric labels (connect retries are counted on them).
+    pub(super) labels: &'r RouteLabels,
 }
 
 impl Proxy {
@@ -56,6 +59,7 @@ impl Proxy {
                 cold_start,
                 deadline,
                 response_header_timeout,
+                labels: route.metrics.labels(),
             })
         };
         let pool: &'r Pool = &route.pool;
@@ -97,7 +101,8 @@ impl Proxy {
     }
 
     /// Holds a cold request until its target is ready (→ the target, waited) or the
-    /// readiness timeout / deadline passes (→ the fallback, else 504).
+    /// readiness timeout / deadline passes (→ the fallback, else 504), or shutdown reaches its
+    /// drain deadline (→ 503 with `Retry-After` and `Connection: close`).
     async fn hold<'r>(
         &self,
         route: &'r Route,
@@ -109,7 +114,11 @@ impl Proxy {
             deadline,
             (!readiness.is_zero()).then(|| Instant::now() + readiness),
         );
-        let ready = coldstart::wait_ready(&route.pool, until).await;
+        let released = self.lifecycle.release_held_signal();
+        let ready = tokio::select! {
+            ready = coldstart::wait_ready(&route.pool, until) => ready,
+            () = released.cancelled() => return Err(ProxyError::ShuttingDown),
+        };
         drop(hold);
         if ready {
             return Ok((&route.pool, Some(true)));

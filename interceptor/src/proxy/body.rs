@@ -247,6 +247,24 @@ impl Body for ProxyBody {
     }
 }
 
+/// Set when reading the client's request body failed (bad chunk size, chunk extensions over
+/// hyper's bound, a body cut short): the failure of the upstream exchange is the client's,
+/// answered 400 and not counted as an upstream failure. The upstream connection the body was
+/// being written to is closed by the client (a half-written request is never pooled).
+#[derive(Debug, Clone, Default)]
+pub struct ClientFault(Arc<std::sync::atomic::AtomicBool>);
+
+impl ClientFault {
+    /// Whether the client's body failed.
+    pub fn is_set(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn set(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Release);
+    }
+}
+
 /// The request body sent upstream: the client's body, handed back through a oneshot channel
 /// if the upstream client drops it before polling it (a failed connect), so the request can
 /// be retried on another endpoint without buffering anything.
@@ -254,26 +272,30 @@ impl Body for ProxyBody {
 pub struct UpstreamBody {
     inner: Option<Incoming>,
     reclaim: Option<oneshot::Sender<Incoming>>,
+    fault: ClientFault,
 }
 
 impl UpstreamBody {
-    /// Wraps `body`; if it is dropped unpolled, it is sent to the returned receiver.
-    pub fn reclaimable(body: Incoming) -> (Self, oneshot::Receiver<Incoming>) {
+    /// Wraps `body`; if it is dropped unpolled, it is sent to the returned receiver. A read
+    /// error of the client's body sets `fault`.
+    pub fn reclaimable(body: Incoming, fault: ClientFault) -> (Self, oneshot::Receiver<Incoming>) {
         let (tx, rx) = oneshot::channel();
         (
             Self {
                 inner: Some(body),
                 reclaim: Some(tx),
+                fault,
             },
             rx,
         )
     }
 
-    /// Wraps `body` without a way back.
-    pub fn once(body: Incoming) -> Self {
+    /// Wraps `body` without a way back; a read error of the client's body sets `fault`.
+    pub fn once(body: Incoming, fault: ClientFault) -> Self {
         Self {
             inner: Some(body),
             reclaim: None,
+            fault,
         }
     }
 }
@@ -290,7 +312,13 @@ impl Body for UpstreamBody {
         // Once polled, bytes may have been sent: the body can no longer be reclaimed.
         this.reclaim = None;
         match &mut this.inner {
-            Some(body) => Pin::new(body).poll_frame(cx),
+            Some(body) => {
+                let polled = Pin::new(body).poll_frame(cx);
+                if let Poll::Ready(Some(Err(_))) = &polled {
+                    this.fault.set();
+                }
+                polled
+            }
             None => Poll::Ready(None),
         }
     }

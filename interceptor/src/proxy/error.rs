@@ -10,6 +10,12 @@ pub enum ProxyError {
     /// The request is malformed in a way hyper let through (e.g. an invalid Host).
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// Reading the client's request body failed (bad chunked framing, a body cut short).
+    #[error("malformed or incomplete request body")]
+    ClientBody,
+    /// Shutdown reached its drain deadline while the request was held for a cold start.
+    #[error("shutting down")]
+    ShuttingDown,
     /// `CONNECT`: the interceptor is not a forward proxy.
     #[error("method not allowed")]
     MethodNotAllowed,

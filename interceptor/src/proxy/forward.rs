@@ -17,12 +17,11 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
-use super::body::UpstreamBody;
+use super::body::{ClientFault, UpstreamBody};
 use super::error::{BoxError, ProxyError};
+use super::retry::Retry;
 use crate::endpoints::{AppProtocol, Pool, PortLookup, TargetPort};
-
-/// Connect attempts per request, each on a different ready endpoint.
-pub const MAX_CONNECT_ATTEMPTS: usize = 3;
+use crate::metrics::RouteLabels;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -57,6 +56,55 @@ pub fn is_upgrade(version: Version, headers: &HeaderMap) -> bool {
     version == Version::HTTP_11
         && headers.contains_key(header::UPGRADE)
         && connection_has(headers, "upgrade")
+}
+
+/// `HTTP2-Settings`, sent with an `Upgrade: h2c` request; removed with a refused upgrade.
+pub const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
+
+/// The upgrade allow-list (`KEDA_HTTP_ALLOWED_UPGRADES`): lower-case protocol names.
+#[derive(Debug, Clone)]
+pub struct AllowedUpgrades(Vec<Box<str>>);
+
+impl AllowedUpgrades {
+    /// From a comma-separated list; blanks are ignored, names compared case-insensitively.
+    pub fn parse(list: &str) -> Self {
+        Self(
+            list.split(',')
+                .map(|t| t.trim().to_ascii_lowercase().into_boxed_str())
+                .filter(|t| !t.is_empty())
+                .collect(),
+        )
+    }
+
+    /// Whether `protocol` (`name` or `name/version`) is allowed.
+    pub fn allows(&self, protocol: &str) -> bool {
+        let name = protocol.split('/').next().unwrap_or("").trim();
+        !name.is_empty() && self.0.iter().any(|a| name.eq_ignore_ascii_case(a))
+    }
+
+    /// Whether every protocol an `Upgrade` header offers is allowed (and there is one).
+    pub fn allows_all(&self, headers: &HeaderMap) -> bool {
+        let mut any = false;
+        for value in headers.get_all(header::UPGRADE) {
+            let Ok(value) = value.to_str() else {
+                return false;
+            };
+            for protocol in value.split(',') {
+                if !self.allows(protocol) {
+                    return false;
+                }
+                any = true;
+            }
+        }
+        any
+    }
+}
+
+impl Default for AllowedUpgrades {
+    /// WebSocket only.
+    fn default() -> Self {
+        Self::parse("websocket")
+    }
 }
 
 /// Removes hop-by-hop headers, including those named by `Connection`. With `upgrade`, the
@@ -216,6 +264,8 @@ pub struct Upstream {
     connect_timeout: Duration,
     /// `KEDA_HTTP_DIRECT_POD_ROUTING`: to a ready endpoint (true) or the Service address.
     direct_pod_routing: bool,
+    /// Connect retries.
+    retry: Retry,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -235,11 +285,26 @@ enum AttemptError {
     Upstream(BoxError),
 }
 
-impl AttemptError {
-    fn into_proxy_error(self) -> ProxyError {
-        match self {
-            Self::Connect { timeout, error } => connect_error(timeout, error),
-            Self::Upstream(error) => upstream_error(error),
+/// The connect retries of one request: one log line when its attempts end, if any retried.
+struct Tally<'a> {
+    retry: &'a Retry,
+    labels: &'a RouteLabels,
+    pool: &'a Pool,
+    retries: u32,
+    /// How the attempts ended: `ok`, `failed`, or `cancelled` (the deadline or the client).
+    outcome: &'static str,
+}
+
+impl Drop for Tally<'_> {
+    fn drop(&mut self) {
+        if self.retries > 0 {
+            tracing::info!(
+                target = %self.pool.target(),
+                retries = self.retries,
+                max = self.retry.max_retries(),
+                outcome = self.outcome,
+                "upstream connect retried"
+            );
         }
     }
 }
@@ -342,11 +407,12 @@ fn service_authority(pool: &Pool) -> Result<String, ProxyError> {
 
 impl Upstream {
     /// Pools with `max_idle_per_host` idle HTTP/1.1 connections per endpoint, forwarding to
-    /// endpoints (`direct_pod_routing`) or to the Service address.
+    /// endpoints (`direct_pod_routing`) or to the Service address, re-dialling per `retry`.
     pub fn new(
         connect_timeout: Duration,
         max_idle_per_host: usize,
         direct_pod_routing: bool,
+        retry: Retry,
     ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(connect_timeout));
@@ -362,21 +428,25 @@ impl Upstream {
             h2: Mutex::new(HashMap::new()),
             connect_timeout,
             direct_pod_routing,
+            retry,
         }
     }
 
-    /// Sends `request` to the target of `pool`: to a ready endpoint (direct pod routing),
-    /// retrying on another ready endpoint when connecting fails before anything was sent (at
-    /// most [`MAX_CONNECT_ATTEMPTS`]); or to the Service address `<svc>.<ns>:<port>`, where
-    /// the cluster's DNS and kube-proxy choose the pod (no retries). `host` is the client's
+    /// Sends `request` to the target of `pool`: to a ready endpoint (direct pod routing), or
+    /// to the Service address `<svc>.<ns>:<port>`, where the cluster's DNS and kube-proxy
+    /// choose the pod. When connecting fails before anything was sent, the request is dialled
+    /// again after a jittered backoff, on the next ready endpoint, up to the retry bound
+    /// ([`super::retry`]; the caller's deadline bounds the whole). `host` is the client's
     /// authority, preserved as `Host` (HTTP/1.1) or `:authority` (h2). The response-header
-    /// timeout (zero: none) bounds each attempt.
+    /// timeout (zero: none) bounds each attempt. Retries are counted on the route `labels`
+    /// and logged once per request.
     pub async fn send(
         &self,
         pool: &Pool,
         request: Request<Incoming>,
         host: &HeaderValue,
         response_header_timeout: Duration,
+        labels: &RouteLabels,
     ) -> Result<Response<Incoming>, ProxyError> {
         let (parts, body) = request.into_parts();
         // Extensions (e.g. hyper's upgrade handle) stay with the client request.
@@ -390,81 +460,102 @@ impl Upstream {
             host,
             response_header_timeout,
         };
-        if self.direct_pod_routing {
-            self.send_to_endpoints(pool, &head, parts.headers, body)
-                .await
-        } else {
-            let authority = service_authority(pool)?;
-            let address = Address::Service(&authority);
-            let conn = self
-                .connect(pool.app_protocol(), address)
-                .await
-                .map_err(AttemptError::into_proxy_error)?;
-            let req = head.request(parts.headers, UpstreamBody::once(body), address, &conn)?;
-            self.send_on(conn, req, head.response_header_timeout)
-                .await
-                .map_err(AttemptError::into_proxy_error)
-        }
+        // Counted as they happen and logged once when the request's attempts end, also when
+        // the request deadline cuts them short (this future is then dropped).
+        let mut tally = Tally {
+            retry: &self.retry,
+            labels,
+            pool,
+            retries: 0,
+            outcome: "cancelled",
+        };
+        let result = self
+            .send_with_retries(pool, &head, parts.headers, body, &mut tally)
+            .await;
+        tally.outcome = if result.is_ok() { "ok" } else { "failed" };
+        result
     }
 
-    /// Direct pod routing: a ready endpoint per attempt, another one after a connect failure.
-    async fn send_to_endpoints(
+    /// The attempts of one request; `retries` counts the re-dials made.
+    async fn send_with_retries(
         &self,
         pool: &Pool,
         head: &Head<'_>,
         mut headers: HeaderMap,
         mut body: Incoming,
+        tally: &mut Tally<'_>,
     ) -> Result<Response<Incoming>, ProxyError> {
-        // Endpoints already tried (on the stack: no allocation).
-        let mut tried = [SocketAddr::from(([0, 0, 0, 0], 0)); MAX_CONNECT_ATTEMPTS];
-        let mut last: Option<(bool, BoxError)> = None;
-        for attempt in 0..MAX_CONNECT_ATTEMPTS {
-            let Some(addr) = pool.pick(&tried[..attempt]) else {
-                break;
-            };
-            tried[attempt] = addr;
-            let address = Address::Endpoint(addr);
-            let conn = match self.connect(pool.app_protocol(), address).await {
-                Ok(conn) => conn,
-                Err(AttemptError::Connect { timeout, error }) => {
-                    tracing::debug!(%addr, %error, timeout, "upstream connect failed");
-                    last = Some((timeout, error));
-                    continue;
+        let service = if self.direct_pod_routing {
+            None
+        } else {
+            Some(service_authority(pool)?)
+        };
+        // Endpoints tried since the last time every ready endpoint had been tried.
+        let mut tried: Vec<SocketAddr> = Vec::new();
+        let client_fault = ClientFault::default();
+        loop {
+            let address = match &service {
+                Some(authority) => Address::Service(authority),
+                None => {
+                    let addr = match pool.pick(&tried) {
+                        Some(addr) => addr,
+                        None if tried.is_empty() => {
+                            return Err(ProxyError::NoReadyEndpoint(pool.target().to_string()));
+                        }
+                        None => {
+                            tried.clear();
+                            pool.pick(&tried).ok_or_else(|| {
+                                ProxyError::NoReadyEndpoint(pool.target().to_string())
+                            })?
+                        }
+                    };
+                    tried.push(addr);
+                    Address::Endpoint(addr)
                 }
-                Err(AttemptError::Upstream(e)) => return Err(upstream_error(e)),
             };
-            // HTTP/1.1 may try again when the connection fails before the request went out
-            // (the body comes back); h2c has connected already, so this is its last attempt.
-            let retry = matches!(conn, Conn::Http1)
-                && attempt + 1 < MAX_CONNECT_ATTEMPTS
-                && pool.current().ready.len() > attempt + 1;
-            let (upstream_body, reclaim, attempt_headers) = if retry {
-                let (upstream_body, reclaim) = UpstreamBody::reclaimable(body);
-                (upstream_body, Some(reclaim), headers.clone())
-            } else {
-                (UpstreamBody::once(body), None, std::mem::take(&mut headers))
-            };
-            let req = head.request(attempt_headers, upstream_body, address, &conn)?;
-            match self.send_on(conn, req, head.response_header_timeout).await {
-                Ok(response) => return Ok(response),
+            let may_retry = tally.retries < self.retry.max_retries();
+            let failure = match self.connect(pool.app_protocol(), address).await {
+                Err(AttemptError::Connect { timeout, error }) => (timeout, error),
                 Err(AttemptError::Upstream(e)) => return Err(upstream_error(e)),
-                Err(AttemptError::Connect { timeout, error }) => {
-                    tracing::debug!(%addr, %error, timeout, "upstream connect failed");
-                    match reclaim {
-                        Some(reclaim) => match reclaim.await {
-                            Ok(returned) => body = returned,
-                            // The body was consumed: give up.
-                            Err(_) => return Err(connect_error(timeout, error)),
-                        },
-                        None => return Err(connect_error(timeout, error)),
+                Ok(conn) => {
+                    // HTTP/1.1 connects inside the pooled client: the body comes back when
+                    // that connect fails. h2c has connected already: its body goes for good.
+                    let reclaim_body = may_retry && matches!(conn, Conn::Http1);
+                    let (upstream_body, reclaim, attempt_headers) = if reclaim_body {
+                        let (upstream_body, reclaim) =
+                            UpstreamBody::reclaimable(body, client_fault.clone());
+                        (upstream_body, Some(reclaim), headers.clone())
+                    } else {
+                        let upstream_body = UpstreamBody::once(body, client_fault.clone());
+                        (upstream_body, None, std::mem::take(&mut headers))
+                    };
+                    let req = head.request(attempt_headers, upstream_body, address, &conn)?;
+                    match self.send_on(conn, req, head.response_header_timeout).await {
+                        Ok(response) => return Ok(response),
+                        Err(_) if client_fault.is_set() => return Err(ProxyError::ClientBody),
+                        Err(AttemptError::Upstream(e)) => return Err(upstream_error(e)),
+                        Err(AttemptError::Connect { timeout, error }) => {
+                            // The body was consumed (or never reclaimable): give up.
+                            let Some(Ok(returned)) = (match reclaim {
+                                Some(reclaim) => Some(reclaim.await),
+                                None => None,
+                            }) else {
+                                return Err(connect_error(timeout, error));
+                            };
+                            body = returned;
+                            (timeout, error)
+                        }
                     }
-                    last = Some((timeout, error));
                 }
+            };
+            let (timeout, error) = failure;
+            tracing::debug!(?address, %error, timeout, "upstream connect failed");
+            if !may_retry {
+                return Err(connect_error(timeout, error));
             }
-        }
-        match last {
-            None => Err(ProxyError::NoReadyEndpoint(pool.target().to_string())),
-            Some((timeout, error)) => Err(connect_error(timeout, error)),
+            tally.retries += 1;
+            self.retry.record(tally.labels, 1);
+            tokio::time::sleep(super::retry::backoff(tally.retries)).await;
         }
     }
 
@@ -763,6 +854,25 @@ mod tests {
                 assert_eq!(got, want, "mask {mask:#b} upgrade {upgrade}");
             }
         }
+    }
+
+    #[test]
+    fn only_listed_upgrades_are_allowed() {
+        let allowed = AllowedUpgrades::default();
+        let with = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::UPGRADE, HeaderValue::from_static(v));
+            h
+        };
+        assert!(allowed.allows_all(&with("websocket")));
+        assert!(allowed.allows_all(&with("WebSocket")));
+        assert!(!allowed.allows_all(&with("h2c")));
+        assert!(!allowed.allows_all(&with("websocket, h2c")));
+        assert!(!allowed.allows_all(&HeaderMap::new()));
+        let more = AllowedUpgrades::parse("websocket, h2c ,");
+        assert!(more.allows_all(&with("h2c")));
+        assert!(more.allows("H2C/1"));
+        assert!(!AllowedUpgrades::parse("").allows("websocket"));
     }
 
     #[test]

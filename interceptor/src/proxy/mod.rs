@@ -33,6 +33,7 @@ pub mod error;
 pub mod forward;
 pub mod framing;
 pub mod respond;
+pub mod retry;
 pub mod server;
 pub mod static_route;
 
@@ -77,6 +78,10 @@ pub struct ProxySettings {
     /// Forward to a ready endpoint's address (`KEDA_HTTP_DIRECT_POD_ROUTING`, default); when
     /// false, to the Service address `<svc>.<ns>:<port>` once the target is ready.
     pub direct_pod_routing: bool,
+    /// Connect retries (`KEDA_HTTP_RETRY_COUNT`) and their counter.
+    pub retry: retry::Retry,
+    /// `Upgrade` protocols forwarded (`KEDA_HTTP_ALLOWED_UPGRADES`); others are stripped.
+    pub allowed_upgrades: forward::AllowedUpgrades,
 }
 
 /// Response header telling whether the request waited for a cold start.
@@ -164,6 +169,7 @@ impl Proxy {
                 settings.connect_timeout,
                 settings.max_idle_per_host,
                 settings.direct_pod_routing,
+                settings.retry.clone(),
             ),
             routes,
             cold,
@@ -256,14 +262,29 @@ impl Proxy {
         host: &HeaderValue,
         admitted: admit::Admitted<'_>,
     ) -> Result<Outcome, ProxyError> {
-        let upgrade = forward::is_upgrade(req.version(), req.headers());
+        // Only allowed upgrades (WebSocket by default) are forwarded as upgrades; any other
+        // (h2c above all) loses `Upgrade`, `Connection` and `HTTP2-Settings` and goes as a
+        // plain request, so a backend can never switch the connection to it.
+        let upgrade = forward::is_upgrade(req.version(), req.headers())
+            && self.settings.allowed_upgrades.allows_all(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        if !upgrade {
+            req.headers_mut().remove(forward::HTTP2_SETTINGS);
+        }
         forward::strip_hop_by_hop(req.headers_mut(), upgrade);
         forward::set_forwarded(req.headers_mut(), peer.addr, host, peer.tls);
+        let offered = client_upgrade
+            .is_some()
+            .then(|| req.headers().get(header::UPGRADE).cloned())
+            .flatten();
 
-        let send = self
-            .upstream
-            .send(admitted.pool, req, host, admitted.response_header_timeout);
+        let send = self.upstream.send(
+            admitted.pool,
+            req,
+            host,
+            admitted.response_header_timeout,
+            admitted.labels,
+        );
         let mut response = match admitted.deadline {
             None => send.await?,
             Some(deadline) => tokio::time::timeout_at(deadline, send)
@@ -282,6 +303,25 @@ impl Proxy {
                 "101 without an upgrade request".into(),
             ));
         };
+        // The backend must switch to a protocol the client offered and we allow.
+        let switched_to = response
+            .headers()
+            .get(header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .trim();
+        let offered_it = offered
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|o| {
+                o.split(',')
+                    .any(|p| p.trim().eq_ignore_ascii_case(switched_to))
+            });
+        if !offered_it || !self.settings.allowed_upgrades.allows(switched_to) {
+            return Err(ProxyError::Upstream(
+                format!("101 to a protocol not offered or not allowed: {switched_to:?}").into(),
+            ));
+        }
         let upstream = hyper::upgrade::on(&mut response);
         let (parts, _) = response.into_parts();
         Ok(Outcome::Upgraded {

@@ -17,9 +17,11 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::NoRoute => StatusCode::NOT_FOUND,
-            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::BadRequest(_) | Self::ClientBody => StatusCode::BAD_REQUEST,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::NoReadyEndpoint(_) | Self::HoldQueueFull => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NoReadyEndpoint(_) | Self::HoldQueueFull | Self::ShuttingDown => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::UnknownPort(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Connect(_) | Self::Upstream(_) => StatusCode::BAD_GATEWAY,
             Self::ConnectTimeout
@@ -30,8 +32,16 @@ impl ProxyError {
     }
 
     /// The response: status, `text/plain` body `"<Status Text>\n"` as Go's `http.Error` writes.
+    /// A held request answered at shutdown, or a client whose body broke its framing, also
+    /// gets `Connection: close`: the connection is not used again.
     pub fn into_response(self) -> Response<ProxyBody> {
-        status_response(self.status())
+        let mut response = status_response(self.status());
+        if matches!(self, Self::ShuttingDown | Self::ClientBody) {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
     }
 }
 
@@ -431,6 +441,19 @@ mod tests {
             ProxyError::HoldQueueFull.status(),
             StatusCode::SERVICE_UNAVAILABLE
         );
+        assert_eq!(ProxyError::ClientBody.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            ProxyError::ShuttingDown.status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+
+    #[test]
+    fn held_request_at_shutdown_gets_retry_after_and_close() {
+        let response = ProxyError::ShuttingDown.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        assert_eq!(response.headers()[header::CONNECTION], "close");
     }
 
     #[tokio::test]

@@ -70,7 +70,7 @@ impl RouteTableHandle {
             .await
     }
 
-    /// Installs the sources of a collection (see [`keda_http_api::routing::collect`]), counting
+    /// Installs the sources of a collection (see [`keda_http_api::routing::collect()`]), counting
     /// its skipped objects in the report.
     pub async fn install_collection(&self, collection: Collection) -> InstallReport {
         let skipped = collection.skipped.len();
