@@ -77,6 +77,8 @@ pub struct ProxySettings {
     /// Forward to a ready endpoint's address (`KEDA_HTTP_DIRECT_POD_ROUTING`, default); when
     /// false, to the Service address `<svc>.<ns>:<port>` once the target is ready.
     pub direct_pod_routing: bool,
+    /// Backend TLS for requests that arrived on the TLS listener.
+    pub upstream_tls: Option<Arc<crate::upstream_tls::UpstreamTls>>,
 }
 
 /// Response header telling whether the request waited for a cold start.
@@ -164,6 +166,7 @@ impl Proxy {
                 settings.connect_timeout,
                 settings.max_idle_per_host,
                 settings.direct_pod_routing,
+                settings.upstream_tls.clone(),
             ),
             routes,
             cold,
@@ -261,9 +264,13 @@ impl Proxy {
         forward::strip_hop_by_hop(req.headers_mut(), upgrade);
         forward::set_forwarded(req.headers_mut(), peer.addr, host, peer.tls);
 
-        let send = self
-            .upstream
-            .send(admitted.pool, req, host, admitted.response_header_timeout);
+        let send = self.upstream.send(
+            admitted.pool,
+            req,
+            host,
+            admitted.response_header_timeout,
+            peer.tls,
+        );
         let mut response = match admitted.deadline {
             None => send.await?,
             Some(deadline) => tokio::time::timeout_at(deadline, send)
