@@ -114,7 +114,7 @@ pub struct Config {
     #[arg(long, env = "KEDA_HTTP_PROXY_TLS_PORT", default_value_t = 8443)]
     pub proxy_tls_port: u16,
 
-    /// Skip upstream TLS verification (0.16 name; the deprecated KEDA_HTTP_PROXY_TLS_SKIP_VERIFY wins when set).
+    /// Skip backend TLS certificate verification (0.16 name; the deprecated KEDA_HTTP_PROXY_TLS_SKIP_VERIFY wins when set).
     #[arg(long, env = "KEDA_HTTP_TLS_SKIP_VERIFY", value_parser = go_bool, action = ArgAction::Set)]
     pub tls_skip_verify: Option<bool>,
     /// Deprecated name of KEDA_HTTP_TLS_SKIP_VERIFY; takes precedence when set.
@@ -149,7 +149,8 @@ pub struct Config {
     #[arg(long, env = "KEDA_HTTP_PROXY_TLS_CURVE_PREFERENCES")]
     pub proxy_tls_curve_preferences: Option<String>,
 
-    /// Comma-separated directories of PEM CA certificates trusted for upstream TLS.
+    /// Comma-separated directories of PEM CA certificates trusted by backend TLS (used for
+    /// requests that arrived on the TLS listener); an unreadable directory exits 64.
     #[arg(long, env = "KEDA_HTTP_TLS_CA_DIRS", default_value = "")]
     pub tls_ca_dirs: String,
 

@@ -14,7 +14,8 @@
 //! waking cold requests), [`watches`] (kube-rs watchers and reflectors, one spec per watched
 //! kind), [`proxy`] (the request path as named phases `check → route → admit → forward →
 //! finish`, every self-made response in [`proxy::respond`], forwarding, protocols, the accept
-//! loops), [`tls`] (the TLS listener's certificates), [`admin`], [`metrics`], [`files`]
+//! loops), [`tls`] (the TLS listener's certificates), [`upstream_tls`] (TLS to backends),
+//! [`admin`], [`metrics`], [`files`]
 //! (static routes/endpoints), and [`lifecycle`] (the phase and stop signals that
 //! [`Interceptor::run`] drives through the shutdown sequence).
 //!
@@ -51,6 +52,7 @@ pub mod proxy;
 pub mod queue;
 pub mod routing;
 pub mod tls;
+pub mod upstream_tls;
 pub mod watches;
 
 use std::future::Future;
@@ -87,6 +89,9 @@ pub enum Error {
     /// The TLS listener could not be configured.
     #[error("TLS listener: {0}")]
     Tls(#[from] tls::TlsError),
+    /// TLS to the backends could not be configured.
+    #[error("backend TLS: {0}")]
+    BackendTls(#[source] tls::TlsError),
 }
 
 /// The addresses actually bound (useful with port 0).
@@ -166,6 +171,12 @@ impl Interceptor {
             direct_pod_routing: config.direct_pod_routing,
             retry: proxy::retry::Retry::new(config.retry_count, &mut registry),
             allowed_upgrades: proxy::forward::AllowedUpgrades::parse(&config.allowed_upgrades),
+            upstream_tls: match config.proxy_tls_enabled {
+                true => Some(Arc::new(
+                    upstream_tls::UpstreamTls::new(&config).map_err(Error::BackendTls)?,
+                )),
+                false => None,
+            },
         };
         let proxy = Arc::new(Proxy::new(
             routes.clone(),

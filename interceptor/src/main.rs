@@ -15,7 +15,10 @@ use keda_http_runtime::{config, signal};
 use tokio_util::sync::CancellationToken;
 
 fn main() {
-    let config = config::or_exit("keda-http-interceptor", Config::from_env());
+    let config = config::or_exit(
+        "keda-http-interceptor",
+        Config::from_env().and_then(keda_http_interceptor::upstream_tls::validated),
+    );
     logging::init(&config.zap.settings(LogFormat::Console), LogStream::Stderr);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

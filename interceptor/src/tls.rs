@@ -6,7 +6,8 @@
 //! The certificate for a handshake is chosen by SNI: the first store certificate valid for
 //! the name (exact or wildcard SAN, checked by webpki), else the default one. ALPN offers
 //! `h2` and `http/1.1`; protocol versions, cipher suites and key-exchange groups follow the
-//! `KEDA_HTTP_TLS_*` (or deprecated `KEDA_HTTP_PROXY_TLS_*`) settings.
+//! `KEDA_HTTP_TLS_*` (or deprecated `KEDA_HTTP_PROXY_TLS_*`) settings, which
+//! [`crate::upstream_tls`] applies to backend connections too.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -48,11 +49,54 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
 }
 
-/// Builds the server configuration of the TLS listener.
-pub fn server_config(config: &Config) -> Result<Arc<ServerConfig>, TlsError> {
+/// The ring provider restricted to the configured cipher suites and curves (the listener's
+/// and the backend connections' settings are the same).
+pub fn provider(config: &Config) -> Result<CryptoProvider, TlsError> {
     let mut provider = rustls::crypto::ring::default_provider();
     restrict_provider(&mut provider, config)?;
-    let provider = Arc::new(provider);
+    Ok(provider)
+}
+
+/// The protocol versions between the configured minimum (default 1.2) and maximum (default
+/// 1.3).
+pub fn versions(config: &Config) -> Vec<&'static SupportedProtocolVersion> {
+    let min = config.tls_min_version().unwrap_or(TlsVersion::Tls12);
+    let max = config.tls_max_version().unwrap_or(TlsVersion::Tls13);
+    let mut v = Vec::new();
+    if min == TlsVersion::Tls12 {
+        v.push(&rustls::version::TLS12);
+    }
+    if max == TlsVersion::Tls13 {
+        v.push(&rustls::version::TLS13);
+    }
+    v
+}
+
+/// The certificates of the default pair and of every cert-store pair, best effort (what
+/// cannot be read is left out; the listener reports it). Backend TLS trusts them, as
+/// upstream does.
+pub fn serving_certificates(config: &Config) -> Vec<CertificateDer<'static>> {
+    let mut files = vec![config.proxy_tls_cert_path.clone()];
+    for dir in config
+        .proxy_tls_cert_store_paths
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+    {
+        if let Ok(pairs) = find_pairs(Path::new(dir)) {
+            files.extend(pairs.into_iter().map(|(cert, _)| cert));
+        }
+    }
+    files
+        .iter()
+        .filter_map(|file| CertificateDer::pem_file_iter(file).ok())
+        .flat_map(|certs| certs.filter_map(Result::ok))
+        .collect()
+}
+
+/// Builds the server configuration of the TLS listener.
+pub fn server_config(config: &Config) -> Result<Arc<ServerConfig>, TlsError> {
+    let provider = Arc::new(provider(config)?);
 
     let default = match load_pair(
         &config.proxy_tls_cert_path,
@@ -93,18 +137,7 @@ pub fn server_config(config: &Config) -> Result<Arc<ServerConfig>, TlsError> {
         cache: Mutex::new(HashMap::new()),
     });
 
-    let versions: Vec<&'static SupportedProtocolVersion> = {
-        let min = config.tls_min_version().unwrap_or(TlsVersion::Tls12);
-        let max = config.tls_max_version().unwrap_or(TlsVersion::Tls13);
-        let mut v = Vec::new();
-        if min == TlsVersion::Tls12 {
-            v.push(&rustls::version::TLS12);
-        }
-        if max == TlsVersion::Tls13 {
-            v.push(&rustls::version::TLS13);
-        }
-        v
-    };
+    let versions = versions(config);
     let mut server = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&versions)?
         .with_no_client_auth()

@@ -1,10 +1,11 @@
 //! Forwarding to a ready endpoint: request/response header rewriting, the pooled upstream
 //! clients (HTTP/1.1 through hyper-util's legacy client, h2c through one multiplexed
-//! connection per endpoint), connect retries and timeouts.
+//! connection per endpoint), connect retries and timeouts. Requests that arrived over TLS go
+//! to the backend over TLS ([`crate::upstream_tls`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -15,6 +16,7 @@ use hyper::client::conn::http2;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 
 use super::body::{ClientFault, UpstreamBody};
@@ -22,6 +24,9 @@ use super::error::{BoxError, ProxyError};
 use super::retry::Retry;
 use crate::endpoints::{AppProtocol, Pool, PortLookup, TargetPort};
 use crate::metrics::RouteLabels;
+use crate::upstream_tls::{
+    self, SendError, TlsConnectError, TlsKey, TlsPool, TlsSender, UpstreamTls,
+};
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -266,6 +271,8 @@ pub struct Upstream {
     direct_pod_routing: bool,
     /// Connect retries.
     retry: Retry,
+    /// Backend TLS for requests that arrived over TLS (none without a TLS listener).
+    tls: Option<TlsPool<UpstreamBody>>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -324,6 +331,8 @@ enum Conn {
     Http1,
     /// The multiplexed h2c connection to an address.
     H2c(SocketAddr, http2::SendRequest<UpstreamBody>),
+    /// A TLS connection (HTTP/1.1 or h2 by ALPN) to an address, verified for a name.
+    Tls(TlsKey, TlsSender<UpstreamBody>),
 }
 
 /// What every attempt of one request shares.
@@ -333,6 +342,9 @@ struct Head<'a> {
     /// The client's authority.
     host: &'a HeaderValue,
     response_header_timeout: Duration,
+    /// For a request that arrived over TLS: the name the backend's certificate is verified
+    /// against (SNI), `<svc>.<ns>`.
+    tls_name: Option<ServerName<'static>>,
 }
 
 impl Head<'_> {
@@ -368,6 +380,18 @@ impl Head<'_> {
                 req.headers_mut().remove(header::HOST);
                 return Ok(req);
             }
+            (Conn::Tls(key, sender), _) if sender.is_h2() => {
+                let uri = authority_uri(self.host.to_str().unwrap_or(""), &self.path)
+                    .unwrap_or_else(|| endpoint_uri(key.addr, &self.path));
+                let mut parts = uri.into_parts();
+                parts.scheme = Some(Scheme::HTTPS);
+                *req.uri_mut() = Uri::from_parts(parts).unwrap_or_default();
+                *req.version_mut() = Version::HTTP_2;
+                req.headers_mut().remove(header::HOST);
+                return Ok(req);
+            }
+            // HTTP/1.1 on an own connection: origin-form target.
+            (Conn::Tls(..), _) => *req.uri_mut() = Uri::from(self.path.clone()),
         }
         *req.version_mut() = Version::HTTP_11;
         if !req.headers().contains_key(header::HOST) {
@@ -407,12 +431,14 @@ fn service_authority(pool: &Pool) -> Result<String, ProxyError> {
 
 impl Upstream {
     /// Pools with `max_idle_per_host` idle HTTP/1.1 connections per endpoint, forwarding to
-    /// endpoints (`direct_pod_routing`) or to the Service address, re-dialling per `retry`.
+    /// endpoints (`direct_pod_routing`) or to the Service address, re-dialling per `retry`;
+    /// over TLS with `tls` for requests that arrived over TLS.
     pub fn new(
         connect_timeout: Duration,
         max_idle_per_host: usize,
         direct_pod_routing: bool,
         retry: Retry,
+        tls: Option<Arc<UpstreamTls>>,
     ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(connect_timeout));
@@ -429,6 +455,7 @@ impl Upstream {
             connect_timeout,
             direct_pod_routing,
             retry,
+            tls: tls.map(|tls| TlsPool::new(tls, connect_timeout, max_idle_per_host)),
         }
     }
 
@@ -439,7 +466,8 @@ impl Upstream {
     /// ([`super::retry`]; the caller's deadline bounds the whole). `host` is the client's
     /// authority, preserved as `Host` (HTTP/1.1) or `:authority` (h2). The response-header
     /// timeout (zero: none) bounds each attempt. Retries are counted on the route `labels`
-    /// and logged once per request.
+    /// and logged once per request. With `tls` (the request arrived over TLS) the backend
+    /// connection is TLS too.
     pub async fn send(
         &self,
         pool: &Pool,
@@ -447,7 +475,17 @@ impl Upstream {
         host: &HeaderValue,
         response_header_timeout: Duration,
         labels: &RouteLabels,
+        tls: bool,
     ) -> Result<Response<Incoming>, ProxyError> {
+        let tls_name = match &self.tls {
+            Some(_) if tls => {
+                let target = pool.target();
+                let name = upstream_tls::server_name(&target.service, &target.namespace)
+                    .map_err(|e| ProxyError::Connect(Box::new(e)))?;
+                Some(name)
+            }
+            _ => None,
+        };
         let (parts, body) = request.into_parts();
         // Extensions (e.g. hyper's upgrade handle) stay with the client request.
         let head = Head {
@@ -459,6 +497,7 @@ impl Upstream {
                 .unwrap_or_else(|| PathAndQuery::from_static("/")),
             host,
             response_header_timeout,
+            tls_name,
         };
         // Counted as they happen and logged once when the request's attempts end, also when
         // the request deadline cuts them short (this future is then dropped).
@@ -514,7 +553,10 @@ impl Upstream {
                 }
             };
             let may_retry = tally.retries < self.retry.max_retries();
-            let failure = match self.connect(pool.app_protocol(), address).await {
+            let failure = match self
+                .connect(pool.app_protocol(), address, head.tls_name.as_ref())
+                .await
+            {
                 Err(AttemptError::Connect { timeout, error }) => (timeout, error),
                 Err(AttemptError::Upstream(e)) => return Err(upstream_error(e)),
                 Ok(conn) => {
@@ -561,12 +603,27 @@ impl Upstream {
 
     /// The connection for one attempt: nothing to do for HTTP/1.1 (the pooled client connects
     /// when sending); for h2c the multiplexed connection to the endpoint, or to the Service
-    /// address as resolved by the cluster's DNS.
+    /// address as resolved by the cluster's DNS; with `tls_name` a TLS connection verified for
+    /// that name (h2 only for an h2c port).
     async fn connect(
         &self,
         protocol: AppProtocol,
         address: Address<'_>,
+        tls_name: Option<&ServerName<'static>>,
     ) -> Result<Conn, AttemptError> {
+        if let (Some(name), Some(tls)) = (tls_name, &self.tls) {
+            let addr = match address {
+                Address::Endpoint(addr) => addr,
+                Address::Service(authority) => resolve(authority).await?,
+            };
+            let key = TlsKey {
+                addr,
+                name: name.clone(),
+                h2_only: protocol == AppProtocol::H2c,
+            };
+            let sender = tls.sender(&key).await.map_err(tls_connect_error)?;
+            return Ok(Conn::Tls(key, sender));
+        }
         let addr = match (protocol, address) {
             (AppProtocol::Http1, _) => return Ok(Conn::Http1),
             (AppProtocol::H2c, Address::Endpoint(addr)) => addr,
@@ -587,7 +644,27 @@ impl Upstream {
             Conn::H2c(addr, sender) => {
                 with_timeout(response_header_timeout, self.send_h2(addr, sender, req)).await
             }
+            Conn::Tls(key, sender) => {
+                with_timeout(response_header_timeout, self.send_tls(key, sender, req)).await
+            }
         }
+    }
+
+    async fn send_tls(
+        &self,
+        key: TlsKey,
+        sender: TlsSender<UpstreamBody>,
+        req: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, AttemptError> {
+        let Some(tls) = &self.tls else {
+            return Err(AttemptError::Upstream(
+                "backend TLS is not configured".into(),
+            ));
+        };
+        tls.send(&key, sender, req).await.map_err(|e| match e {
+            SendError::Connect(e) => tls_connect_error(e),
+            SendError::Upstream(e) => AttemptError::Upstream(Box::new(e)),
+        })
     }
 
     async fn send_http1(
@@ -707,6 +784,13 @@ fn upstream_error(error: BoxError) -> ProxyError {
         ProxyError::ResponseHeaderTimeout
     } else {
         ProxyError::Upstream(error)
+    }
+}
+
+fn tls_connect_error(error: TlsConnectError) -> AttemptError {
+    AttemptError::Connect {
+        timeout: matches!(error, TlsConnectError::Timeout),
+        error: Box::new(error),
     }
 }
 

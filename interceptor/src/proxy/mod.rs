@@ -82,6 +82,8 @@ pub struct ProxySettings {
     pub retry: retry::Retry,
     /// `Upgrade` protocols forwarded (`KEDA_HTTP_ALLOWED_UPGRADES`); others are stripped.
     pub allowed_upgrades: forward::AllowedUpgrades,
+    /// Backend TLS for requests that arrived on the TLS listener.
+    pub upstream_tls: Option<Arc<crate::upstream_tls::UpstreamTls>>,
 }
 
 /// Response header telling whether the request waited for a cold start.
@@ -170,6 +172,7 @@ impl Proxy {
                 settings.max_idle_per_host,
                 settings.direct_pod_routing,
                 settings.retry.clone(),
+                settings.upstream_tls.clone(),
             ),
             routes,
             cold,
@@ -284,6 +287,7 @@ impl Proxy {
             host,
             admitted.response_header_timeout,
             admitted.labels,
+            peer.tls,
         );
         let mut response = match admitted.deadline {
             None => send.await?,
