@@ -351,6 +351,20 @@ async fn cold_request_is_released_by_the_slice_event() {
         assert_eq!(status, StatusCode::OK);
         assert_eq!(headers["x-keda-http-cold-start"], "false");
         assert_eq!(hits.load(Ordering::SeqCst), 2);
+
+        // The duration metric tells the held request from the warm one.
+        let metrics_addr = c.addrs.metrics.expect("metrics port");
+        let (_, _, metrics) = get(&format!("http://{metrics_addr}/metrics"), "m").await;
+        let metrics = String::from_utf8_lossy(&metrics).into_owned();
+        let labels = "code=\"200\",method=\"GET\",route_name=\"cold\",route_namespace=\"default\"";
+        for cold in ["true", "false"] {
+            assert!(
+                metrics.contains(&format!(
+                    "interceptor_request_duration_seconds_count{{{labels},cold_start=\"{cold}\"}} 1\n"
+                )),
+                "{metrics}"
+            );
+        }
         c.stop().await;
     })
     .await;
