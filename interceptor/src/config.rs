@@ -218,11 +218,12 @@ pub struct Config {
     )]
     pub cold_start_max_pending_requests: u32,
 
-    /// Periodic routing-table rebuild interval.
+    /// Period of the routing-table rebuild from the Kubernetes watches' stores.
     #[arg(long, env = "KEDA_HTTP_ROUTING_TABLE_REFRESH_INTERVAL", default_value = "1m", value_parser = duration)]
     pub routing_table_refresh_interval: Duration,
 
-    /// /readyz fails when the routing table is older than this; 0 disables.
+    /// /readyz fails when the routing table was not refreshed for this long (at least twice the
+    /// refresh interval); 0 disables.
     #[arg(long, env = "KEDA_HTTP_ROUTING_TABLE_MAX_STALENESS", default_value = "5m", value_parser = duration)]
     pub routing_table_max_staleness: Duration,
 
@@ -298,6 +299,22 @@ impl Config {
                 "invalid KEDA_HTTP_TLS_MIN_VERSION/KEDA_HTTP_TLS_MAX_VERSION: minimum 1.3 is above maximum 1.2"
                     .into(),
             ));
+        }
+        if self.routing_table_refresh_interval.is_zero() {
+            return Err(ConfigError::Invalid(
+                "invalid KEDA_HTTP_ROUTING_TABLE_REFRESH_INTERVAL (--routing-table-refresh-interval): must be above 0"
+                    .into(),
+            ));
+        }
+        if !self.routing_table_max_staleness.is_zero()
+            && self.routing_table_max_staleness < 2 * self.routing_table_refresh_interval
+        {
+            return Err(ConfigError::Invalid(format!(
+                "invalid KEDA_HTTP_ROUTING_TABLE_MAX_STALENESS (--routing-table-max-staleness): {:?} is below twice KEDA_HTTP_ROUTING_TABLE_REFRESH_INTERVAL ({:?}); use at least {:?} or 0 to disable",
+                self.routing_table_max_staleness,
+                self.routing_table_refresh_interval,
+                2 * self.routing_table_refresh_interval
+            )));
         }
         if self.max_header_bytes < 1024 {
             return Err(ConfigError::Invalid(format!(
@@ -474,6 +491,28 @@ mod tests {
         let c = parse(&vars).expect("valid");
         assert_eq!(c.tls_min_version(), Some(TlsVersion::Tls12));
         assert!(c.tls_skip_verify());
+    }
+
+    #[test]
+    fn staleness_must_be_at_least_twice_the_refresh_interval() {
+        let with = |interval: &str, staleness: &str| {
+            let mut vars = required();
+            vars.extend([
+                ("KEDA_HTTP_ROUTING_TABLE_REFRESH_INTERVAL", interval),
+                ("KEDA_HTTP_ROUTING_TABLE_MAX_STALENESS", staleness),
+            ]);
+            parse(&vars)
+        };
+        let c = with("30s", "1m").expect("exactly twice");
+        assert_eq!(c.routing_table_max_staleness, Duration::from_secs(60));
+        assert!(with("1m", "0s").is_ok(), "0 disables the check");
+        for (interval, staleness) in [("1m", "90s"), ("0s", "5m")] {
+            let err = with(interval, staleness).expect_err(staleness);
+            let msg = err.to_string();
+            assert!(matches!(err, ConfigError::Invalid(_)), "{msg}");
+            assert!(msg.contains("KEDA_HTTP_ROUTING_TABLE_"), "{msg}");
+            assert!(!msg.contains('\n'), "{msg}");
+        }
     }
 
     #[test]

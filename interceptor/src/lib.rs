@@ -205,6 +205,11 @@ impl Interceptor {
         self.lifecycle.subscribe()
     }
 
+    /// The life cycle (the Kubernetes watches record routing-table refreshes in it).
+    pub fn lifecycle(&self) -> Arc<Lifecycle> {
+        Arc::clone(&self.lifecycle)
+    }
+
     /// Serves until `shutdown` completes, then: `/readyz` 503 and `Connection: close` for
     /// `KEDA_HTTP_SHUTDOWN_DELAY` while still serving; close the proxy listener; drain
     /// in-flight requests and upgraded connections within `KEDA_HTTP_DRAIN_TIMEOUT` (0: no
