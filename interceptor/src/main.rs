@@ -17,6 +17,9 @@ use tokio_util::sync::CancellationToken;
 fn main() {
     let config = config::or_exit("keda-http-interceptor", Config::from_env());
     logging::init(&config.zap.settings(LogFormat::Console), LogStream::Stderr);
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
