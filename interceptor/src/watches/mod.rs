@@ -181,19 +181,25 @@ impl KubeWatches {
         } = self;
         let (dirty_tx, dirty_rx) = watch::channel(0u64);
         let dirty = Arc::new(dirty_tx);
-        let route_health: RouteWatchHealth = Arc::default();
+        // One health per route watch: an event on one does not clear the other's failure.
+        let route_health: [RouteWatchHealth; 2] = Default::default();
         // HTTPScaledObject is deprecated: a cluster without its CRD must not keep us unready.
         let (so_missing_tx, so_missing) = watch::channel(false);
         let specs: [Box<dyn StartWatch>; 5] = [
             WatchSpec::boxed(
                 "interceptorroutes",
                 ir_writer,
-                track_health(&route_health, mark_dirty(&dirty)),
+                track_health(&route_health[0], |_| true, mark_dirty(&dirty)),
             ),
             WatchSpec::boxed(
                 "httpscaledobjects",
                 so_writer,
-                track_health(&route_health, httpsos_changed(&dirty, so_missing_tx)),
+                // A cluster without the deprecated CRD is healthy: its 404s do not count.
+                track_health(
+                    &route_health[1],
+                    |e| !is_not_found(e),
+                    httpsos_changed(&dirty, so_missing_tx),
+                ),
             ),
             WatchSpec::boxed(
                 "endpointslices",
@@ -348,14 +354,17 @@ fn mark_dirty<K>(dirty: &Arc<watch::Sender<u64>>) -> impl FnMut(Change<'_, K>) +
 }
 
 /// Records the watch's health in `health` (the periodic refresh reads it), then `inner`.
+/// Only errors for which `counts` is true make the watch unhealthy.
 fn track_health<K>(
     health: &RouteWatchHealth,
+    counts: fn(&watcher::Error) -> bool,
     mut inner: impl FnMut(Change<'_, K>) + Send + 'static,
 ) -> impl FnMut(Change<'_, K>) + Send + 'static {
     let health = Arc::clone(health);
     move |change| {
         let failed = match change {
-            Change::Failed(_) => Some(Some(tokio::time::Instant::now())),
+            Change::Failed(error) if counts(error) => Some(Some(tokio::time::Instant::now())),
+            Change::Failed(_) => None,
             Change::Object(_) | Change::Synced => Some(None),
             Change::Init => None,
         };
@@ -510,7 +519,7 @@ async fn route_table_task(
     handle: RouteTableHandle,
     mut dirty: watch::Receiver<u64>,
     stores_ready: impl Future<Output = bool>,
-    refresh: Option<(RoutingRefresh, RouteWatchHealth)>,
+    refresh: Option<(RoutingRefresh, [RouteWatchHealth; 2])>,
     stop: CancellationToken,
 ) {
     tokio::select! {
@@ -546,7 +555,7 @@ async fn route_table_task(
                 _ = tick => {}
             }
             if let Some((refresh, health)) = &refresh {
-                if is_healthy(health) {
+                if health.iter().all(is_healthy) {
                     refresh.lifecycle.routing_refreshed();
                     break;
                 }
@@ -617,5 +626,37 @@ mod tests {
             kube::Error::Api(status(500))
         )));
         assert!(!is_not_found(&watcher::Error::NoResourceVersion));
+    }
+
+    /// A route watch error makes the refresh fail until an event (or a quiet minute) says the
+    /// watch works again; the missing HTTPScaledObject CRD never does.
+    #[tokio::test(start_paused = true)]
+    async fn route_watch_health_follows_errors_and_events() {
+        let health: RouteWatchHealth = Arc::default();
+        let mut routes = track_health::<InterceptorRoute>(&health, |_| true, |_| {});
+        assert!(is_healthy(&health));
+        routes(Change::Failed(&watcher::Error::NoResourceVersion));
+        assert!(!is_healthy(&health));
+        routes(Change::Init);
+        assert!(!is_healthy(&health), "a relist start proves nothing");
+        routes(Change::Synced);
+        assert!(is_healthy(&health));
+
+        routes(Change::Failed(&watcher::Error::NoResourceVersion));
+        tokio::time::advance(WATCH_QUIET - Duration::from_secs(1)).await;
+        assert!(!is_healthy(&health));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(
+            is_healthy(&health),
+            "quiet for a minute: the resumed watch is fine"
+        );
+
+        let missing: RouteWatchHealth = Arc::default();
+        let mut httpsos = track_health::<HTTPScaledObject>(&missing, |e| !is_not_found(e), |_| {});
+        let not_found = watcher::Error::WatchError(Box::new(
+            kube::core::Status::failure("no", "NotFound").with_code(404),
+        ));
+        httpsos(Change::Failed(&not_found));
+        assert!(is_healthy(&missing));
     }
 }
