@@ -959,9 +959,17 @@ async fn readiness_fails_when_the_routing_table_goes_stale() {
         }
         assert_eq!(c.readyz().await, StatusCode::SERVICE_UNAVAILABLE);
 
-        // The API is back and a route event arrives: refreshed, ready again.
+        // The API is back and both route watches deliver an event: refreshed, ready again.
         c.api.faults().fail_next(0);
         c.route("again", "again.test", "svc", json!({})).await;
+        c.create::<HTTPScaledObject>(json!({
+            "apiVersion": "http.keda.sh/v1alpha1",
+            "kind": "HTTPScaledObject",
+            "metadata": {"name": "legacy"},
+            "spec": {"hosts": ["legacy.test"],
+                     "scaleTargetRef": {"name": "legacy", "service": "svc", "port": 8080}}
+        }))
+        .await;
         while c.readyz().await != StatusCode::OK {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
