@@ -582,7 +582,6 @@ def test_every_value_reaches_its_env(addon_all):
     assert s == {
         "KEDA_HTTP_SCALER_PORT": "9191", "KEDA_HTTP_SCALER_TARGET_ADMIN_NAMESPACE": NS,
         "KEDA_HTTP_SCALER_TARGET_ADMIN_SERVICE": "keda-add-ons-http-interceptor-admin",
-        "KEDA_HTTP_SCALER_TARGET_ADMIN_DEPLOYMENT": "keda-add-ons-http-interceptor",
         "KEDA_HTTP_SCALER_TARGET_ADMIN_PORT": "9092", "KEDA_HTTP_SCALER_STREAM_INTERVAL_MS": "100",
         "OTEL_PROM_EXPORTER_ENABLED": "true", "OTEL_PROM_EXPORTER_PORT": "2224",
         "OTEL_EXPORTER_OTLP_METRICS_ENABLED": "true", "OTEL_EXPORTER_OTLP_TRACES_ENABLED": "true",
@@ -739,3 +738,11 @@ def test_workflows_are_well_formed():
             assert job["steps"], (f.name, job_name)
             for step in job["steps"]:
                 assert ("uses" in step) != ("run" in step), (f.name, job_name, step)
+
+
+def test_no_env_var_that_nothing_reads(addon_all):
+    """The official chart sets variables its binaries ignore; ours sets none of them."""
+    i = env_of(container(addon_all, "keda-add-ons-http-interceptor"))
+    s = env_of(container(addon_all, "keda-add-ons-http-external-scaler"))
+    assert "KEDA_HTTP_CURRENT_NAMESPACE" not in i
+    assert "KEDA_HTTP_SCALER_TARGET_ADMIN_DEPLOYMENT" not in s

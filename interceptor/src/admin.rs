@@ -39,9 +39,12 @@ pub struct Admin {
 }
 
 impl Admin {
-    /// Ready: a routing table has been installed and shutdown has not begun.
+    /// Ready: a routing table has been installed, it has been refreshed within
+    /// `KEDA_HTTP_ROUTING_TABLE_MAX_STALENESS` (compat §13) and shutdown has not begun.
     pub fn is_ready(&self) -> bool {
-        self.routes.is_installed() && !self.lifecycle.is_draining()
+        self.routes.is_installed()
+            && !self.lifecycle.is_draining()
+            && self.lifecycle.routing_is_fresh()
     }
 
     /// Answers one admin request.

@@ -81,9 +81,10 @@ pub struct Config {
     #[arg(long, env = "KEDA_HTTP_WATCH_NAMESPACE", default_value = "")]
     pub watch_namespace: String,
 
-    /// Kubernetes cache resync period (the official name is misleading; kept for compatibility).
-    #[arg(long, env = "KEDA_HTTP_SCALER_CONFIG_MAP_INFORMER_RSYNC_PERIOD", default_value = "60m", value_parser = duration)]
-    pub informer_resync_period: Duration,
+    /// Accepted for compatibility; no effect: the watches have no periodic resync (a warning is
+    /// logged when set).
+    #[arg(long, env = "KEDA_HTTP_SCALER_CONFIG_MAP_INFORMER_RSYNC_PERIOD", value_parser = duration)]
+    pub informer_resync_period: Option<Duration>,
 
     /// Start the TLS proxy listener in addition to the plain one.
     #[arg(long, env = "KEDA_HTTP_PROXY_TLS_ENABLED", default_value = "false", value_parser = go_bool, action = ArgAction::Set)]
@@ -154,7 +155,8 @@ pub struct Config {
     #[arg(long, env = "KEDA_HTTP_TLS_CA_DIRS", default_value = "")]
     pub tls_ca_dirs: String,
 
-    /// pprof-style profiling address (accepted for compatibility; not served).
+    /// Accepted for compatibility; no effect: there is no pprof endpoint (a warning is logged
+    /// when set).
     #[arg(long, env = "PROFILING_BIND_ADDRESS", default_value = "")]
     pub profiling_bind_address: String,
 
@@ -208,9 +210,10 @@ pub struct Config {
     #[arg(long, env = "KEDA_HTTP_ALLOWED_UPGRADES", default_value = "websocket")]
     pub allowed_upgrades: String,
 
-    /// Idle upstream connections kept in total (accepted; the pool is bounded per host).
-    #[arg(long, env = "KEDA_HTTP_MAX_IDLE_CONNS", default_value_t = 1000)]
-    pub max_idle_conns: usize,
+    /// Accepted for compatibility; not enforced: idle upstream connections are bounded per
+    /// endpoint only, by KEDA_HTTP_MAX_IDLE_CONNS_PER_HOST (a warning is logged when set).
+    #[arg(long, env = "KEDA_HTTP_MAX_IDLE_CONNS")]
+    pub max_idle_conns: Option<usize>,
 
     /// Idle upstream connections kept per endpoint.
     #[arg(long, env = "KEDA_HTTP_MAX_IDLE_CONNS_PER_HOST", default_value_t = 200)]
@@ -232,11 +235,12 @@ pub struct Config {
     )]
     pub cold_start_max_pending_requests: u32,
 
-    /// Periodic routing-table rebuild interval.
+    /// Period of the routing-table rebuild from the Kubernetes watches' stores.
     #[arg(long, env = "KEDA_HTTP_ROUTING_TABLE_REFRESH_INTERVAL", default_value = "1m", value_parser = duration)]
     pub routing_table_refresh_interval: Duration,
 
-    /// /readyz fails when the routing table is older than this; 0 disables.
+    /// /readyz fails when the routing table was not refreshed for this long (at least twice the
+    /// refresh interval); 0 disables.
     #[arg(long, env = "KEDA_HTTP_ROUTING_TABLE_MAX_STALENESS", default_value = "5m", value_parser = duration)]
     pub routing_table_max_staleness: Duration,
 
@@ -313,6 +317,22 @@ impl Config {
                     .into(),
             ));
         }
+        if self.routing_table_refresh_interval.is_zero() {
+            return Err(ConfigError::Invalid(
+                "invalid KEDA_HTTP_ROUTING_TABLE_REFRESH_INTERVAL (--routing-table-refresh-interval): must be above 0"
+                    .into(),
+            ));
+        }
+        if !self.routing_table_max_staleness.is_zero()
+            && self.routing_table_max_staleness < 2 * self.routing_table_refresh_interval
+        {
+            return Err(ConfigError::Invalid(format!(
+                "invalid KEDA_HTTP_ROUTING_TABLE_MAX_STALENESS (--routing-table-max-staleness): {:?} is below twice KEDA_HTTP_ROUTING_TABLE_REFRESH_INTERVAL ({:?}); use at least {:?} or 0 to disable",
+                self.routing_table_max_staleness,
+                self.routing_table_refresh_interval,
+                2 * self.routing_table_refresh_interval
+            )));
+        }
         if self.max_header_bytes < 1024 {
             return Err(ConfigError::Invalid(format!(
                 "invalid KEDA_HTTP_MAX_HEADER_BYTES (--max-header-bytes): {} is below 1024",
@@ -320,6 +340,36 @@ impl Config {
             )));
         }
         Ok(self)
+    }
+
+    /// Settings that were given but have no effect here, one line each naming the variable and
+    /// why; `main` logs each as a WARN line at start. (The `--zap-*` flags without effect are
+    /// reported by the logging set-up; the OpenTelemetry settings by the tracing set-up.)
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.informer_resync_period.is_some() {
+            warnings.push(
+                "KEDA_HTTP_SCALER_CONFIG_MAP_INFORMER_RSYNC_PERIOD has no effect: the Kubernetes \
+                 watches stay current from watch events and relist when the watch expires; \
+                 there is no periodic resync"
+                    .to_owned(),
+            );
+        }
+        if !self.profiling_bind_address.is_empty() {
+            warnings.push(format!(
+                "PROFILING_BIND_ADDRESS={} has no effect: there is no pprof endpoint (profile \
+                 with perf or RUST_LOG=debug instead)",
+                self.profiling_bind_address
+            ));
+        }
+        if let Some(max) = self.max_idle_conns {
+            warnings.push(format!(
+                "KEDA_HTTP_MAX_IDLE_CONNS={max} has no effect: idle upstream connections are \
+                 bounded per endpoint only, by KEDA_HTTP_MAX_IDLE_CONNS_PER_HOST ({})",
+                self.max_idle_conns_per_host
+            ));
+        }
+        warnings
     }
 
     /// The effective readiness timeout: the deprecated `KEDA_CONDITION_WAIT_TIMEOUT` wins when > 0.
@@ -407,14 +457,13 @@ mod tests {
         assert_eq!(c.connect_timeout, Duration::from_millis(500));
         assert_eq!(c.response_header_timeout, Duration::from_secs(300));
         assert_eq!(c.request_timeout, Duration::ZERO);
-        assert_eq!(c.max_idle_conns, 1000);
         assert_eq!(c.max_idle_conns_per_host, 200);
         assert_eq!(c.proxy_tls_port, 8443);
         assert!(!c.proxy_tls_enabled);
         assert!(c.enable_cold_start_header);
         assert!(c.otel_prom_exporter_enabled);
         assert_eq!(c.otel_prom_exporter_port, 2223);
-        assert_eq!(c.informer_resync_period, Duration::from_secs(3600));
+        assert!(c.warnings().is_empty(), "{:?}", c.warnings());
     }
 
     #[test]
@@ -491,6 +540,28 @@ mod tests {
     }
 
     #[test]
+    fn staleness_must_be_at_least_twice_the_refresh_interval() {
+        let with = |interval: &str, staleness: &str| {
+            let mut vars = required();
+            vars.extend([
+                ("KEDA_HTTP_ROUTING_TABLE_REFRESH_INTERVAL", interval),
+                ("KEDA_HTTP_ROUTING_TABLE_MAX_STALENESS", staleness),
+            ]);
+            parse(&vars)
+        };
+        let c = with("30s", "1m").expect("exactly twice");
+        assert_eq!(c.routing_table_max_staleness, Duration::from_secs(60));
+        assert!(with("1m", "0s").is_ok(), "0 disables the check");
+        for (interval, staleness) in [("1m", "90s"), ("0s", "5m")] {
+            let err = with(interval, staleness).expect_err(staleness);
+            let msg = err.to_string();
+            assert!(matches!(err, ConfigError::Invalid(_)), "{msg}");
+            assert!(msg.contains("KEDA_HTTP_ROUTING_TABLE_"), "{msg}");
+            assert!(!msg.contains('\n'), "{msg}");
+        }
+    }
+
+    #[test]
     fn flags_win_over_variables() {
         let map: HashMap<String, String> = required()
             .into_iter()
@@ -536,6 +607,83 @@ mod tests {
             Config::parse_from(["x", "--zap-log-level=0"], &|k| map.get(k).cloned()),
             Err(ConfigError::Invalid(msg)) if msg.contains("--zap-log-level")
         ));
+    }
+
+    /// Every official variable (compat §7.1, §13), each set alone to a non-default value:
+    /// it either changes the parsed settings or produces the start-up warning naming it.
+    #[test]
+    fn every_official_variable_has_an_effect_or_a_warning() {
+        let base = parse(&required()).expect("valid");
+        assert!(base.warnings().is_empty(), "{:?}", base.warnings());
+        let warned = [
+            ("KEDA_HTTP_SCALER_CONFIG_MAP_INFORMER_RSYNC_PERIOD", "30m"),
+            ("PROFILING_BIND_ADDRESS", "127.0.0.1:6060"),
+            ("KEDA_HTTP_MAX_IDLE_CONNS", "10"),
+        ];
+        let effective = [
+            ("KEDA_HTTP_PROXY_PORT", "8081"),
+            ("KEDA_HTTP_ADMIN_PORT", "9091"),
+            ("KEDA_HTTP_WATCH_NAMESPACE", "apps"),
+            ("KEDA_HTTP_PROXY_TLS_ENABLED", "true"),
+            ("KEDA_HTTP_PROXY_TLS_CERT_PATH", "/other/tls.crt"),
+            ("KEDA_HTTP_PROXY_TLS_KEY_PATH", "/other/tls.key"),
+            ("KEDA_HTTP_PROXY_TLS_CERT_STORE_PATHS", "/certs/a,/certs/b"),
+            ("KEDA_HTTP_PROXY_TLS_SKIP_VERIFY", "true"),
+            ("KEDA_HTTP_PROXY_TLS_PORT", "9443"),
+            ("KEDA_HTTP_PROXY_TLS_MIN_VERSION", "1.3"),
+            ("KEDA_HTTP_PROXY_TLS_MAX_VERSION", "1.2"),
+            (
+                "KEDA_HTTP_PROXY_TLS_CIPHER_SUITES",
+                "TLS_AES_128_GCM_SHA256",
+            ),
+            ("KEDA_HTTP_PROXY_TLS_CURVE_PREFERENCES", "X25519"),
+            ("KEDA_HTTP_TLS_SKIP_VERIFY", "true"),
+            ("KEDA_HTTP_TLS_MIN_VERSION", "1.3"),
+            ("KEDA_HTTP_TLS_MAX_VERSION", "1.2"),
+            ("KEDA_HTTP_TLS_CIPHER_SUITES", "TLS_AES_128_GCM_SHA256"),
+            ("KEDA_HTTP_TLS_CURVE_PREFERENCES", "X25519"),
+            ("KEDA_HTTP_TLS_CA_DIRS", "/ca"),
+            ("KEDA_HTTP_ENABLE_COLD_START_HEADER", "false"),
+            ("KEDA_HTTP_LOG_REQUESTS", "true"),
+            ("KEDA_HTTP_DRAIN_TIMEOUT", "10s"),
+            ("KEDA_HTTP_SHUTDOWN_DELAY", "1s"),
+            ("KEDA_HTTP_DIRECT_POD_ROUTING", "false"),
+            ("KEDA_HTTP_REQUEST_TIMEOUT", "20s"),
+            ("KEDA_HTTP_RESPONSE_HEADER_TIMEOUT", "20s"),
+            ("KEDA_HTTP_READINESS_TIMEOUT", "20s"),
+            ("KEDA_HTTP_CONNECT_TIMEOUT", "1s"),
+            ("KEDA_HTTP_MAX_IDLE_CONNS_PER_HOST", "20"),
+            ("KEDA_CONDITION_WAIT_TIMEOUT", "20s"),
+            ("KEDA_RESPONSE_HEADER_TIMEOUT", "20s"),
+            ("KEDA_HTTP_COLD_START_MAX_PENDING_REQUESTS", "5"),
+            ("KEDA_HTTP_ROUTING_TABLE_REFRESH_INTERVAL", "2m"),
+            ("KEDA_HTTP_ROUTING_TABLE_MAX_STALENESS", "10m"),
+            ("OTEL_PROM_EXPORTER_ENABLED", "false"),
+            ("OTEL_PROM_EXPORTER_PORT", "2224"),
+            ("OTEL_EXPORTER_OTLP_METRICS_ENABLED", "true"),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENABLED", "true"),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc"),
+        ];
+        for (var, value) in warned {
+            let mut vars = required();
+            vars.push((var, value));
+            let c = parse(&vars).expect(var);
+            let warnings = c.warnings();
+            assert_eq!(warnings.len(), 1, "{var}: {warnings:?}");
+            assert!(warnings[0].starts_with(var), "{var}: {warnings:?}");
+        }
+        for (var, value) in effective {
+            let mut vars = required();
+            vars.retain(|(k, _)| *k != var);
+            vars.push((var, value));
+            let c = parse(&vars).expect(var);
+            assert_ne!(
+                format!("{c:?}"),
+                format!("{base:?}"),
+                "{var} changed nothing"
+            );
+            assert!(c.warnings().is_empty(), "{var}: {:?}", c.warnings());
+        }
     }
 
     #[test]

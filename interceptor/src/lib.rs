@@ -218,6 +218,11 @@ impl Interceptor {
         self.lifecycle.subscribe()
     }
 
+    /// The life cycle (the Kubernetes watches record routing-table refreshes in it).
+    pub fn lifecycle(&self) -> Arc<Lifecycle> {
+        Arc::clone(&self.lifecycle)
+    }
+
     /// Serves until `shutdown` completes, then: `/readyz` 503 and `Connection: close` for
     /// `KEDA_HTTP_SHUTDOWN_DELAY` while still serving (requests arriving then are still held
     /// and served when their target becomes ready); close the proxy listener; drain in-flight

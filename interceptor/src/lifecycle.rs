@@ -8,10 +8,17 @@
 //! listeners stop accepting; in-flight requests and upgraded connections finish, or are
 //! dropped by [`Lifecycle::stop_now`] past the drain timeout) → `Stopped` (admin and metrics
 //! listeners ended). A phase never goes back.
+//!
+//! It also holds the routing table's freshness (compat §13): when the Kubernetes watches
+//! refresh the table periodically they record each successful refresh here, and `/readyz`
+//! fails once the last one is older than `KEDA_HTTP_ROUTING_TABLE_MAX_STALENESS`.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Where the interceptor is in its life.
@@ -45,6 +52,16 @@ pub struct Lifecycle {
     hard_stop: CancellationToken,
     /// Cancelled last: the admin and metrics listeners end.
     admin_stop: CancellationToken,
+    /// The routing table's freshness; unchecked until a refresh loop enables it.
+    routing: Mutex<Freshness>,
+}
+
+/// When the routing table was last refreshed, and how old it may get.
+#[derive(Debug, Default, Clone, Copy)]
+struct Freshness {
+    /// `None`: staleness is not checked (no periodic refresh, or a bound of 0).
+    max_staleness: Option<Duration>,
+    last_refresh: Option<Instant>,
 }
 
 impl Default for Lifecycle {
@@ -63,6 +80,40 @@ impl Lifecycle {
             release_held: CancellationToken::new(),
             hard_stop: CancellationToken::new(),
             admin_stop: CancellationToken::new(),
+            routing: Mutex::new(Freshness::default()),
+        }
+    }
+
+    /// Starts checking the routing table's age: from now on it is stale once no refresh was
+    /// recorded for `max_staleness` (`0` leaves it unchecked). Counts as a refresh.
+    pub fn check_routing_staleness(&self, max_staleness: Duration) {
+        self.update_routing(|f| {
+            f.max_staleness = (!max_staleness.is_zero()).then_some(max_staleness);
+            f.last_refresh = Some(Instant::now());
+        });
+    }
+
+    /// A successful refresh of the routing table happened now.
+    pub fn routing_refreshed(&self) {
+        self.update_routing(|f| f.last_refresh = Some(Instant::now()));
+    }
+
+    /// Whether the routing table is fresh enough for `/readyz` (always, when unchecked).
+    pub fn routing_is_fresh(&self) -> bool {
+        let freshness = match self.routing.lock() {
+            Ok(f) => *f,
+            Err(poisoned) => *poisoned.into_inner(),
+        };
+        match (freshness.max_staleness, freshness.last_refresh) {
+            (Some(max), Some(last)) => last.elapsed() <= max,
+            _ => true,
+        }
+    }
+
+    fn update_routing(&self, update: impl FnOnce(&mut Freshness)) {
+        match self.routing.lock() {
+            Ok(mut f) => update(&mut f),
+            Err(poisoned) => update(&mut poisoned.into_inner()),
         }
     }
 
@@ -178,6 +229,31 @@ mod tests {
         assert!(life.admin_signal().is_cancelled());
         life.stopped();
         assert_eq!(*seen.borrow_and_update(), Phase::Stopped);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn routing_goes_stale_without_refreshes() {
+        let life = Lifecycle::new();
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        assert!(
+            life.routing_is_fresh(),
+            "unchecked until a refresh loop runs"
+        );
+
+        life.check_routing_staleness(Duration::from_secs(300));
+        tokio::time::advance(Duration::from_secs(299)).await;
+        assert!(life.routing_is_fresh());
+        life.routing_refreshed();
+        tokio::time::advance(Duration::from_secs(300)).await;
+        assert!(life.routing_is_fresh());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(!life.routing_is_fresh(), "older than the bound");
+        life.routing_refreshed();
+        assert!(life.routing_is_fresh(), "a refresh makes it fresh again");
+
+        life.check_routing_staleness(Duration::ZERO);
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        assert!(life.routing_is_fresh(), "0 disables the check");
     }
 
     #[test]

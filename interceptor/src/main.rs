@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use keda_http_interceptor::config::{Config, LogFormat};
 use keda_http_interceptor::endpoints::StaticEndpoints;
-use keda_http_interceptor::watches::KubeWatches;
+use keda_http_interceptor::watches::{KubeWatches, RoutingRefresh};
 use keda_http_interceptor::{Interceptor, files};
 use keda_http_runtime::logging::{self, LogStream};
 use keda_http_runtime::{config, signal};
@@ -20,6 +20,9 @@ fn main() {
         Config::from_env().and_then(keda_http_interceptor::upstream_tls::validated),
     );
     logging::init(&config.zap.settings(LogFormat::Console), LogStream::Stderr);
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -44,13 +47,21 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .context("connecting to Kubernetes (KUBECONFIG or in-cluster)")?;
     let watches = KubeWatches::new(client, &config.watch_namespace);
+    let refresh_interval = config.routing_table_refresh_interval;
+    let max_staleness = config.routing_table_max_staleness;
     let interceptor = Interceptor::bind_with(config, watches.endpoints(), watches.bodies())
         .await
         .context("starting the interceptor")?;
     let addrs = interceptor.addrs();
     tracing::info!(proxy = %addrs.proxy, admin = %addrs.admin, metrics = ?addrs.metrics, "listening; routes from Kubernetes");
     let stop = CancellationToken::new();
-    watches.spawn(interceptor.routes(), stop.clone());
+    watches
+        .refresh(RoutingRefresh {
+            interval: refresh_interval,
+            max_staleness,
+            lifecycle: interceptor.lifecycle(),
+        })
+        .spawn(interceptor.routes(), stop.clone());
     let result = interceptor.run(signal::shutdown()).await;
     stop.cancel();
     result?;

@@ -2,8 +2,9 @@
 //!
 //! - `interceptor_request_count_total{code,method,route_name,route_namespace}`: every request,
 //!   404s included (empty route labels);
-//! - `interceptor_request_duration_seconds{…}`: receipt to the end of the response body, with
-//!   the official buckets;
+//! - `interceptor_request_duration_seconds{…,cold_start}`: receipt to the end of the response
+//!   body, with the v0.16 buckets (5 ms to 300 s) and `cold_start="true"` when the request
+//!   waited for its target to scale from zero;
 //! - `interceptor_request_concurrency{route_name,route_namespace}`: counted requests in flight.
 //!
 //! Label values are bounded: `method` is normalised to the nine standard methods or `_OTHER`,
@@ -25,9 +26,11 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-/// The official duration buckets, in seconds.
-pub const DURATION_BUCKETS: [f64; 14] = [
-    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+/// The official duration buckets of v0.16, in seconds (compat §8): up to 300 s so that
+/// requests held through a cold start do not all land in `+Inf`.
+pub const DURATION_BUCKETS: [f64; 19] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 15.0, 30.0,
+    60.0, 120.0, 300.0,
 ];
 
 /// The bounded `method` label values; [`MethodLabel`] indexes this.
@@ -95,7 +98,7 @@ impl EncodeLabelSet for RouteLabels {
     }
 }
 
-/// Labels of the request count and duration.
+/// Labels of the request count.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct RequestLabels {
     code: u16,
@@ -112,11 +115,27 @@ impl EncodeLabelSet for RequestLabels {
     }
 }
 
+/// Labels of the request duration: the count's labels plus `cold_start`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct DurationLabels {
+    request: RequestLabels,
+    cold_start: bool,
+}
+
+impl EncodeLabelSet for DurationLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), fmt::Error> {
+        use prometheus_client::encoding::EncodeLabel;
+        self.request.encode(encoder)?;
+        ("cold_start", if self.cold_start { "true" } else { "false" })
+            .encode(encoder.encode_label())
+    }
+}
+
 /// The interceptor's metrics.
 #[derive(Debug)]
 pub struct Metrics {
     count: Family<RequestLabels, Counter>,
-    duration: Family<RequestLabels, Histogram, fn() -> Histogram>,
+    duration: Family<DurationLabels, Histogram, fn() -> Histogram>,
     concurrency: Family<RouteLabels, Gauge>,
     /// Handles of requests that matched no route (empty route labels).
     unrouted: RouteMetrics,
@@ -138,7 +157,8 @@ struct RequestHandles {
 pub struct RouteMetrics {
     labels: RouteLabels,
     concurrency: OnceLock<Gauge>,
-    /// `METHOD_LABELS.len() × CACHED_CODES.len()` slots, allocated on the first request.
+    /// `2 (cold_start) × METHOD_LABELS.len() × CACHED_CODES.len()` slots, allocated on the
+    /// first request.
     requests: OnceLock<Box<[OnceLock<RequestHandles>]>>,
 }
 
@@ -162,8 +182,9 @@ fn duration_histogram() -> Histogram {
 }
 
 impl Metrics {
-    /// Creates the metrics and registers them in `registry`.
+    /// Creates the metrics and registers them, with the `process_*` collector, in `registry`.
     pub fn new(registry: &mut Registry) -> Self {
+        keda_http_runtime::process::register(registry);
         let metrics = Self {
             count: Family::default(),
             duration: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
@@ -189,12 +210,14 @@ impl Metrics {
         metrics
     }
 
-    /// Records one finished request on `route` (`None`: matched no route).
+    /// Records one finished request on `route` (`None`: matched no route); `cold_start`: the
+    /// request waited for its target to scale from zero.
     pub fn record(
         &self,
         route: Option<&RouteMetrics>,
         code: u16,
         method: MethodLabel,
+        cold_start: bool,
         seconds: f64,
     ) {
         let route = route.unwrap_or(&self.unrouted);
@@ -205,11 +228,12 @@ impl Metrics {
         };
         let cached = cached_code_index(code).and_then(|code_index| {
             let slots = route.requests.get_or_init(|| {
-                (0..METHOD_LABELS.len() * CACHED_CODES.len())
+                (0..2 * METHOD_LABELS.len() * CACHED_CODES.len())
                     .map(|_| OnceLock::new())
                     .collect()
             });
-            slots.get(usize::from(method.0) * CACHED_CODES.len() + code_index)
+            let cold = usize::from(cold_start) * METHOD_LABELS.len() * CACHED_CODES.len();
+            slots.get(cold + usize::from(method.0) * CACHED_CODES.len() + code_index)
         });
         match cached {
             Some(slot) => {
@@ -217,7 +241,13 @@ impl Metrics {
                     let labels = labels();
                     RequestHandles {
                         count: self.count.get_or_create(&labels).clone(),
-                        duration: self.duration.get_or_create(&labels).clone(),
+                        duration: self
+                            .duration
+                            .get_or_create(&DurationLabels {
+                                request: labels,
+                                cold_start,
+                            })
+                            .clone(),
                     }
                 });
                 handles.count.inc();
@@ -226,7 +256,12 @@ impl Metrics {
             None => {
                 let labels = labels();
                 self.count.get_or_create(&labels).inc();
-                self.duration.get_or_create(&labels).observe(seconds);
+                self.duration
+                    .get_or_create(&DurationLabels {
+                        request: labels,
+                        cold_start,
+                    })
+                    .observe(seconds);
             }
         }
     }
@@ -262,17 +297,31 @@ mod tests {
             name: Some("app".into()),
             namespace: Some("ns".into()),
         });
-        metrics.record(Some(&route), 200, MethodLabel::of(&Method::GET), 0.02);
+        metrics.record(
+            Some(&route),
+            200,
+            MethodLabel::of(&Method::GET),
+            false,
+            0.02,
+        );
+        metrics.record(
+            Some(&route),
+            200,
+            MethodLabel::of(&Method::GET),
+            true,
+            200.0,
+        );
         metrics.record(
             None,
             404,
             MethodLabel::of(&Method::from_bytes(b"BREW").expect("method")),
+            false,
             0.001,
         );
         metrics.concurrency(Some(&route), 1);
         let text = encode(&registry);
         assert!(text.contains(
-            "interceptor_request_count_total{code=\"200\",method=\"GET\",route_name=\"app\",route_namespace=\"ns\"} 1"
+            "interceptor_request_count_total{code=\"200\",method=\"GET\",route_name=\"app\",route_namespace=\"ns\"} 2"
         ), "{text}");
         assert!(text.contains(
             "interceptor_request_count_total{code=\"404\",method=\"_OTHER\",route_name=\"\",route_namespace=\"\"} 1"
@@ -281,6 +330,21 @@ mod tests {
             text.contains("interceptor_request_duration_seconds_bucket{le=\"7.5\",code=\"200\""),
             "{text}"
         );
+        // The 300 s bucket holds the 200 s cold request; the 120 s bucket does not.
+        let cold = "code=\"200\",method=\"GET\",route_name=\"app\",route_namespace=\"ns\",cold_start=\"true\"";
+        assert!(
+            text.contains(&format!(
+                "interceptor_request_duration_seconds_bucket{{le=\"300.0\",{cold}}} 1\n"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "interceptor_request_duration_seconds_bucket{{le=\"120.0\",{cold}}} 0\n"
+            )),
+            "{text}"
+        );
+        assert!(text.contains("cold_start=\"false\"} 1\n"), "{text}");
         assert!(
             text.contains(
                 "interceptor_request_concurrency{route_name=\"app\",route_namespace=\"ns\"} 1"
@@ -315,14 +379,20 @@ mod tests {
         for method in &methods {
             for &code in &codes {
                 for route in [Some(&route), None] {
-                    metrics.record(route, code, MethodLabel::of(method), 0.02);
-                    metrics.record(route, code, MethodLabel::of(method), 0.02);
+                    metrics.record(route, code, MethodLabel::of(method), false, 0.02);
+                    metrics.record(route, code, MethodLabel::of(method), false, 0.02);
                 }
             }
         }
         // A second handle set for the same labels (a reinstalled route) shares the series.
         let again = RouteMetrics::new(route.labels().clone());
-        metrics.record(Some(&again), 200, MethodLabel::of(&Method::GET), 0.02);
+        metrics.record(
+            Some(&again),
+            200,
+            MethodLabel::of(&Method::GET),
+            false,
+            0.02,
+        );
         metrics.concurrency(Some(&route), 1);
         metrics.concurrency(Some(&again), 1);
         metrics.concurrency(None, 1);
@@ -348,7 +418,7 @@ mod tests {
                     );
                     assert!(
                         text.contains(&format!(
-                            "interceptor_request_duration_seconds_count{{{labels}}} {n}\n"
+                            "interceptor_request_duration_seconds_count{{{labels},cold_start=\"false\"}} {n}\n"
                         )),
                         "{labels}\n{text}"
                     );

@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use keda_http_api::{HTTPScaledObject, InterceptorRoute};
 use keda_http_interceptor::queue::Queue;
-use keda_http_interceptor::watches::KubeWatches;
+use keda_http_interceptor::watches::{KubeWatches, RoutingRefresh};
 use keda_http_interceptor::{BoundAddrs, Config, Interceptor, RouteTableHandle};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube_standin::LocalApiServer;
@@ -69,11 +69,21 @@ impl Cluster {
                 .expect("create the watched namespace");
         }
         let watches = KubeWatches::new(client.clone(), &config.watch_namespace);
+        let (interval, max_staleness) = (
+            config.routing_table_refresh_interval,
+            config.routing_table_max_staleness,
+        );
         let interceptor = Interceptor::bind_with(config, watches.endpoints(), watches.bodies())
             .await
             .expect("bind");
         let stop_watches = CancellationToken::new();
-        watches.spawn(interceptor.routes(), stop_watches.clone());
+        watches
+            .refresh(RoutingRefresh {
+                interval,
+                max_staleness,
+                lifecycle: interceptor.lifecycle(),
+            })
+            .spawn(interceptor.routes(), stop_watches.clone());
         let addrs = interceptor.addrs();
         let routes = interceptor.routes();
         let queue = interceptor.queue();
@@ -353,6 +363,20 @@ async fn cold_request_is_released_by_the_slice_event() {
         assert_eq!(status, StatusCode::OK);
         assert_eq!(headers["x-keda-http-cold-start"], "false");
         assert_eq!(hits.load(Ordering::SeqCst), 2);
+
+        // The duration metric tells the held request from the warm one.
+        let metrics_addr = c.addrs.metrics.expect("metrics port");
+        let (_, _, metrics) = get(&format!("http://{metrics_addr}/metrics"), "m").await;
+        let metrics = String::from_utf8_lossy(&metrics).into_owned();
+        let labels = "code=\"200\",method=\"GET\",route_name=\"cold\",route_namespace=\"default\"";
+        for cold in ["true", "false"] {
+            assert!(
+                metrics.contains(&format!(
+                    "interceptor_request_duration_seconds_count{{{labels},cold_start=\"{cold}\"}} 1\n"
+                )),
+                "{metrics}"
+            );
+        }
         c.stop().await;
     })
     .await;
@@ -925,4 +949,48 @@ fn loopback_backends() -> kube_standin::ServerConfig {
         allow_loopback_endpoints: true,
         ..kube_standin::ServerConfig::default()
     }
+}
+
+/// `/readyz` fails once the routing table has not been refreshed within
+/// `KEDA_HTTP_ROUTING_TABLE_MAX_STALENESS` because the route watches keep failing, and is
+/// ready again once they deliver events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_fails_when_the_routing_table_goes_stale() {
+    bounded(async {
+        let c = Cluster::start(|c| {
+            test_config(c);
+            c.routing_table_refresh_interval = Duration::from_millis(50);
+            c.routing_table_max_staleness = Duration::from_millis(300);
+        })
+        .await;
+        c.service("svc").await;
+        c.route("fresh", "fresh.test", "svc", json!({})).await;
+        c.wait_route("fresh", "svc", 0).await;
+        assert_eq!(c.readyz().await, StatusCode::OK);
+
+        // The API fails every request: the watches error and no refresh succeeds.
+        c.api.faults().fail_next(u64::MAX);
+        c.api.faults().close_watches();
+        while c.readyz().await == StatusCode::OK {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(c.readyz().await, StatusCode::SERVICE_UNAVAILABLE);
+
+        // The API is back and both route watches deliver an event: refreshed, ready again.
+        c.api.faults().fail_next(0);
+        c.route("again", "again.test", "svc", json!({})).await;
+        c.create::<HTTPScaledObject>(json!({
+            "apiVersion": "http.keda.sh/v1alpha1",
+            "kind": "HTTPScaledObject",
+            "metadata": {"name": "legacy"},
+            "spec": {"hosts": ["legacy.test"],
+                     "scaleTargetRef": {"name": "legacy", "service": "svc", "port": 8080}}
+        }))
+        .await;
+        while c.readyz().await != StatusCode::OK {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        c.stop().await;
+    })
+    .await;
 }

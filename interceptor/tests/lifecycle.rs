@@ -175,8 +175,12 @@ async fn metrics_use_the_official_names() {
         let text = String::from_utf8_lossy(&body);
         assert!(text.contains("interceptor_request_count_total{code=\"200\",method=\"GET\",route_name=\"app\",route_namespace=\"ns\"} 1"), "{text}");
         assert!(text.contains("interceptor_request_count_total{code=\"404\",method=\"GET\",route_name=\"\",route_namespace=\"\"} 1"), "{text}");
-        assert!(text.contains("interceptor_request_duration_seconds_bucket{le=\"0.005\",code=\"200\",method=\"GET\",route_name=\"app\",route_namespace=\"ns\"}"), "{text}");
+        assert!(text.contains("interceptor_request_duration_seconds_bucket{le=\"0.005\",code=\"200\",method=\"GET\",route_name=\"app\",route_namespace=\"ns\",cold_start=\"false\"}"), "{text}");
         assert!(text.contains("interceptor_request_concurrency{route_name=\"app\",route_namespace=\"ns\"} 0"), "{text}");
+        assert!(text.contains("interceptor_request_duration_seconds_bucket{le=\"300.0\",code=\"200\""), "{text}");
+        for series in ["process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds", "process_start_time_seconds"] {
+            assert!(text.contains(&format!("\n{series} ")), "{series}: {text}");
+        }
         h.stop().await;
     })
     .await;

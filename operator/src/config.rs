@@ -261,7 +261,11 @@ impl Config {
             warnings.push("--metrics-cert-dir has no effect without --metrics-secure".to_owned());
         }
         if !args.profiling_bind_address.is_empty() {
-            warnings.push("--profiling-bind-address is accepted but has no effect".to_owned());
+            warnings.push(format!(
+                "--profiling-bind-address={} has no effect: there is no pprof endpoint (profile \
+                 with perf or RUST_LOG=debug instead)",
+                args.profiling_bind_address
+            ));
         }
         let config = Self {
             external_scaler_service: service,
@@ -588,6 +592,68 @@ mod tests {
         assert_eq!(parse_bind_address(f, "").unwrap(), None);
         assert!(parse_bind_address(f, "8080").is_err());
         assert!(parse_bind_address(f, "host.example:80").is_err());
+    }
+
+    /// Every official variable and flag (compat §7.3), each set alone to a non-default value:
+    /// it either changes the parsed settings or produces the start-up warning naming it.
+    #[test]
+    fn every_official_setting_has_an_effect_or_a_warning() {
+        let required = [(ENV_EXTERNAL_SCALER_SERVICE, "scaler")];
+        let parsed = |argv: &[&str], env: &[(&str, &str)]| {
+            let mut vars: Vec<(&str, &str)> = required
+                .iter()
+                .copied()
+                .filter(|(k, _)| env.iter().all(|(e, _)| e != k))
+                .collect();
+            vars.extend_from_slice(env);
+            let (mut c, warnings) = parse(argv, &vars).expect("valid");
+            // The identity is random per start; it is not a setting.
+            c.identity.clear();
+            (format!("{c:?}"), warnings)
+        };
+        let (base, base_warnings) = parsed(&[], &[]);
+        assert!(base_warnings.is_empty(), "{base_warnings:?}");
+        let (_, warnings) = parsed(&["--profiling-bind-address=127.0.0.1:6060"], &[]);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with("--profiling-bind-address"),
+            "{warnings:?}"
+        );
+        for (name, argv, env) in [
+            (
+                "service",
+                &[][..],
+                &[(ENV_EXTERNAL_SCALER_SERVICE, "other")][..],
+            ),
+            ("port", &[], &[(ENV_EXTERNAL_SCALER_PORT, "9090")]),
+            ("namespace", &[], &[(ENV_NAMESPACE, "other")]),
+            ("watch", &[], &[(ENV_WATCH_NAMESPACE, "apps")]),
+            ("lease", &[], &[(ENV_LEASE_DURATION, "30s")]),
+            ("renew", &[], &[(ENV_RENEW_DEADLINE, "5s")]),
+            ("retry", &[], &[(ENV_RETRY_PERIOD, "1s")]),
+            ("metrics", &["--metrics-bind-address=:9000"], &[]),
+            ("secure", &["--metrics-secure"], &[]),
+            ("auth", &["--metrics-auth"], &[]),
+            ("probes", &["--health-probe-bind-address=:9001"], &[]),
+            ("leader", &["--leader-elect"], &[]),
+            (
+                "cert dir",
+                &["--metrics-secure", "--metrics-cert-dir=/certs"],
+                &[],
+            ),
+        ] {
+            let (c, warnings) = parsed(argv, env);
+            assert_ne!(c, base, "{name} changed nothing");
+            assert!(warnings.is_empty(), "{name}: {warnings:?}");
+        }
+        // The deprecated aliases apply, with their deprecation warning.
+        let alias = ENV_LEGACY_EXTERNAL_SCALER_PORT;
+        let (c, warnings) = parsed(&[], &[(alias, "9090")]);
+        assert_ne!(c, base, "{alias} changed nothing");
+        assert!(
+            warnings.iter().any(|w| w.starts_with(alias)),
+            "{warnings:?}"
+        );
     }
 
     #[test]

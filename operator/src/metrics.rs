@@ -70,6 +70,7 @@ impl Metrics {
     /// A fresh registry with every metric registered.
     pub fn new() -> Self {
         let mut registry = Registry::default();
+        keda_http_runtime::process::register(&mut registry);
         let reconciles = Family::<ResultLabels, Counter>::default();
         let errors = Family::<ControllerLabels, Counter>::default();
         let durations = Family::<ControllerLabels, Histogram>::new_with_constructor(|| {

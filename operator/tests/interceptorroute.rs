@@ -175,6 +175,14 @@ async fn service_presence_and_route_conflicts() {
         text.contains("controller_runtime_reconcile_time_seconds_bucket"),
         "{text}"
     );
+    // The process collector, as the Go binaries export it.
+    for series in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_start_time_seconds",
+    ] {
+        assert!(text.contains(&format!("\n{series} ")), "{series}: {text}");
+    }
     assert!(operator.metrics.reconcile_count("interceptorroute") >= 8);
 
     operator.stop().await.expect("clean stop");

@@ -97,7 +97,8 @@ pub struct Config {
     #[arg(long, env = ENV_TARGET_ADMIN_SERVICE)]
     pub target_admin_service: String,
 
-    /// Name of the interceptor Deployment (accepted for compatibility; unused).
+    /// Accepted for compatibility; no effect (the official scaler ignores it too): interceptor
+    /// pods are found through the admin Service's EndpointSlices (a warning is logged when set).
     #[arg(long, env = ENV_TARGET_ADMIN_DEPLOYMENT)]
     pub target_admin_deployment: Option<String>,
 
@@ -111,9 +112,10 @@ pub struct Config {
     #[arg(long, env = ENV_TARGET_ADMIN_PORT_NAME, default_value = "admin")]
     pub target_admin_port_name: String,
 
-    /// Informer resync period (accepted for compatibility; unused, the scaler watches).
-    #[arg(long, env = ENV_RESYNC_PERIOD, default_value = "60m", value_parser = go_duration)]
-    pub config_map_informer_rsync_period: Duration,
+    /// Accepted for compatibility; no effect: the watches have no periodic resync (a warning is
+    /// logged when set).
+    #[arg(long, env = ENV_RESYNC_PERIOD, value_parser = go_duration)]
+    pub config_map_informer_rsync_period: Option<Duration>,
 
     /// How often every interceptor's /queue is polled (and health is re-evaluated).
     #[arg(long, env = ENV_QUEUE_TICK, default_value = "500ms", value_parser = positive_go_duration)]
@@ -164,7 +166,8 @@ pub struct Config {
           ignore_case = true)]
     pub otlp_traces_protocol: String,
 
-    /// pprof address (accepted for compatibility; unused).
+    /// Accepted for compatibility; no effect: there is no pprof endpoint (a warning is logged
+    /// when set).
     #[arg(long, env = ENV_PROFILING)]
     pub profiling_bind_address: Option<String>,
 
@@ -184,6 +187,36 @@ impl Config {
     /// The StreamIsActive interval.
     pub fn stream_interval(&self) -> Duration {
         Duration::from_millis(self.stream_interval_ms)
+    }
+
+    /// Settings that were given but have no effect here, one line each naming the variable and
+    /// why; `main` logs each as a WARN line at start. (The `--zap-*` flags without effect are
+    /// reported by the logging set-up; the OpenTelemetry settings by the tracing set-up.)
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.target_admin_deployment.is_some() {
+            warnings.push(format!(
+                "{ENV_TARGET_ADMIN_DEPLOYMENT} has no effect: interceptor pods are found through \
+                 the EndpointSlices of {ENV_TARGET_ADMIN_SERVICE} (the official scaler ignores it too)"
+            ));
+        }
+        if self.config_map_informer_rsync_period.is_some() {
+            warnings.push(format!(
+                "{ENV_RESYNC_PERIOD} has no effect: the Kubernetes watches stay current from \
+                 watch events and relist when the watch expires; there is no periodic resync"
+            ));
+        }
+        if let Some(addr) = self
+            .profiling_bind_address
+            .as_deref()
+            .filter(|a| !a.is_empty())
+        {
+            warnings.push(format!(
+                "{ENV_PROFILING}={addr} has no effect: there is no pprof endpoint (profile with \
+                 perf or RUST_LOG=debug instead)"
+            ));
+        }
+        warnings
     }
 
     /// Where the interceptors' admin endpoints are.
@@ -324,6 +357,61 @@ mod tests {
         assert_eq!(c.zap.zap_encoder, Some(LogFormat::Json));
         assert_eq!(c.zap.zap_devel, Some(true));
         assert_eq!(c.zap.settings(LogFormat::Console).filter, "debug");
+    }
+
+    /// Every official variable (compat §7.2), each set alone to a non-default value: it either
+    /// changes the parsed settings or produces the start-up warning naming it.
+    #[test]
+    fn every_official_variable_has_an_effect_or_a_warning() {
+        let required = [
+            (ENV_TARGET_ADMIN_NAMESPACE, "keda"),
+            (
+                ENV_TARGET_ADMIN_SERVICE,
+                "keda-add-ons-http-interceptor-admin",
+            ),
+            (ENV_TARGET_ADMIN_PORT, "9090"),
+        ];
+        let with = |var: &'static str, value: &'static str| {
+            let mut vars: Vec<(&str, &str)> = required
+                .iter()
+                .copied()
+                .filter(|(k, _)| *k != var)
+                .collect();
+            vars.push((var, value));
+            parse_env(&vars).expect(var)
+        };
+        let base = parse_env(&required).expect("valid");
+        assert!(base.warnings().is_empty(), "{:?}", base.warnings());
+        for (var, value) in [
+            (ENV_TARGET_ADMIN_DEPLOYMENT, "keda-add-ons-http-interceptor"),
+            (ENV_RESYNC_PERIOD, "30m"),
+            (ENV_PROFILING, "127.0.0.1:6060"),
+        ] {
+            let warnings = with(var, value).warnings();
+            assert_eq!(warnings.len(), 1, "{var}: {warnings:?}");
+            assert!(warnings[0].starts_with(var), "{var}: {warnings:?}");
+        }
+        for (var, value) in [
+            (ENV_PORT, "9090"),
+            (ENV_TARGET_ADMIN_NAMESPACE, "other"),
+            (ENV_TARGET_ADMIN_SERVICE, "other-admin"),
+            (ENV_TARGET_ADMIN_PORT, "9091"),
+            (ENV_QUEUE_TICK, "1s"),
+            (ENV_STREAM_INTERVAL_MS, "100"),
+            (ENV_PROM_ENABLED, "false"),
+            (ENV_PROM_PORT, "2224"),
+            (ENV_OTLP_METRICS, "true"),
+            (ENV_OTLP_TRACES, "true"),
+            (ENV_OTLP_TRACES_PROTOCOL, "grpc"),
+        ] {
+            let c = with(var, value);
+            assert_ne!(
+                format!("{c:?}"),
+                format!("{base:?}"),
+                "{var} changed nothing"
+            );
+            assert!(c.warnings().is_empty(), "{var}: {:?}", c.warnings());
+        }
     }
 
     #[test]

@@ -23,6 +23,9 @@ fn main() -> ExitCode {
     let config = config::or_exit("keda-http-scaler", Config::from_process());
     // Logs go to stdout, as they always have for the scaler.
     logging::init(&config.zap.settings(LogFormat::Console), LogStream::Stdout);
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -61,6 +61,7 @@ impl Default for Metrics {
 impl Metrics {
     /// Creates the metrics and registers them in `registry`.
     pub fn register(registry: &mut Registry) -> Self {
+        keda_http_runtime::process::register(registry);
         let metrics = Self::default();
         registry.register(
             "scaler_pinger_fetch_duration_seconds",

@@ -361,6 +361,16 @@ async fn the_binary_serves_keda_from_a_kubeconfig_and_exits_cleanly_on_sigterm()
             metrics.contains("scaler_pinger_fetch_duration_seconds_bucket"),
             "{metrics}"
         );
+        for series in [
+            "process_cpu_seconds_total",
+            "process_resident_memory_bytes",
+            "process_max_fds",
+        ] {
+            assert!(
+                metrics.contains(&format!("\n{series} ")),
+                "{series}: {metrics}"
+            );
+        }
 
         let pid = child.0.id().to_string();
         let status = Command::new("kill")

@@ -26,6 +26,7 @@ pub struct Completion {
     start: Instant,
     method: MethodLabel,
     code: u16,
+    cold_start: bool,
     route: Option<Arc<RouteMetrics>>,
     in_flight: Option<InFlight>,
     access: Option<Box<AccessLog>>,
@@ -52,6 +53,7 @@ impl Completion {
             start: Instant::now(),
             method,
             code: CLIENT_CLOSED,
+            cold_start: false,
             route: None,
             in_flight: None,
             access: None,
@@ -105,6 +107,11 @@ impl Completion {
     pub fn set_code(&mut self, code: u16) {
         self.code = code;
     }
+
+    /// The request waited for its target to scale from zero (the `cold_start` label).
+    pub fn set_cold_start(&mut self, cold_start: bool) {
+        self.cold_start = cold_start;
+    }
 }
 
 impl Drop for Completion {
@@ -131,6 +138,7 @@ impl Drop for Completion {
             self.route.as_deref(),
             self.code,
             self.method,
+            self.cold_start,
             self.start.elapsed().as_secs_f64(),
         );
     }

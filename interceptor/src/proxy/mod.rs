@@ -349,7 +349,10 @@ impl Proxy {
                 response,
                 cold_start,
                 deadline,
-            }) => self.upstream_response(response, cold_start, deadline),
+            }) => {
+                completion.set_cold_start(cold_start == Some(true));
+                self.upstream_response(response, cold_start, deadline)
+            }
             Ok(Outcome::Upgraded {
                 response,
                 client,

@@ -21,6 +21,16 @@
 //! turns 200 only after a full sync. While a watch is down (closed, 5xx, 410 and relist) the
 //! stores keep their last contents and the proxy keeps serving from them.
 //!
+//! With [`KubeWatches::refresh`] the table is also rebuilt from the stores every
+//! `KEDA_HTTP_ROUTING_TABLE_REFRESH_INTERVAL`, as the official interceptor re-reads its
+//! informer cache (compat §13). A periodic rebuild counts as a successful refresh only while
+//! both route watches (InterceptorRoutes, HTTPScaledObjects) are healthy: a watch error makes
+//! them unhealthy until the next list or object event, or until [`WATCH_QUIET`] passes with
+//! no further error (a resumed watch emits nothing until something changes; a failing one
+//! retries at least every 30 s). Each success is recorded in the [`Lifecycle`], whose
+//! `/readyz` fails once the last one is older than `KEDA_HTTP_ROUTING_TABLE_MAX_STALENESS`:
+//! so it does during an API outage, and if this task stalls.
+//!
 //! [`InterceptorRouteSpec::validate`]: keda_http_api::interceptor_route::InterceptorRouteSpec
 
 pub mod endpoints;
@@ -28,6 +38,8 @@ pub mod endpoints;
 use std::fmt::Debug;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -41,6 +53,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::lifecycle::Lifecycle;
 use crate::proxy::respond::{BodyLookup, BodySource};
 use crate::routing::RouteTableHandle;
 pub use endpoints::{KubeEndpoints, SERVICE_NAME_LABEL};
@@ -70,6 +83,36 @@ pub struct KubeWatches {
     configmaps: reflector::store::Writer<ConfigMap>,
     endpoints: Arc<KubeEndpoints>,
     bodies: Arc<KubeBodies>,
+    refresh: Option<RoutingRefresh>,
+}
+
+/// How long the route watches must go without an error to count as healthy again when no
+/// event says so (longer than the watcher's 30 s backoff cap, so a continuing outage never
+/// looks quiet).
+pub const WATCH_QUIET: Duration = Duration::from_secs(60);
+
+/// Whether the route watches are healthy: `Some(t)` when the last error at `t` was not yet
+/// followed by a list or object event.
+type RouteWatchHealth = Arc<Mutex<Option<tokio::time::Instant>>>;
+
+/// Healthy: no error since the last event, or none for [`WATCH_QUIET`].
+fn is_healthy(health: &RouteWatchHealth) -> bool {
+    health
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .is_none_or(|failed| failed.elapsed() >= WATCH_QUIET)
+}
+
+/// The periodic routing-table refresh (`KEDA_HTTP_ROUTING_TABLE_REFRESH_INTERVAL`,
+/// `KEDA_HTTP_ROUTING_TABLE_MAX_STALENESS`) and where its successes are recorded.
+#[derive(Debug, Clone)]
+pub struct RoutingRefresh {
+    /// Time between rebuilds; must not be zero.
+    pub interval: Duration,
+    /// `/readyz` fails when no refresh succeeded for this long; zero disables the check.
+    pub max_staleness: Duration,
+    /// Where refreshes are recorded (`/readyz` reads it).
+    pub lifecycle: Arc<Lifecycle>,
 }
 
 impl Debug for KubeWatches {
@@ -100,7 +143,16 @@ impl KubeWatches {
             configmaps,
             endpoints,
             bodies: Arc::new(KubeBodies(cm_store)),
+            refresh: None,
         }
+    }
+
+    /// Rebuilds the table periodically and records each successful refresh (see the module
+    /// doc). Without it the table is rebuilt on changes only and never goes stale.
+    #[must_use]
+    pub fn refresh(mut self, refresh: RoutingRefresh) -> Self {
+        self.refresh = Some(refresh);
+        self
     }
 
     /// The endpoint source for [`Interceptor::bind_with`](crate::Interceptor::bind_with).
@@ -125,17 +177,29 @@ impl KubeWatches {
             configmaps,
             endpoints,
             bodies,
+            refresh,
         } = self;
         let (dirty_tx, dirty_rx) = watch::channel(0u64);
         let dirty = Arc::new(dirty_tx);
+        // One health per route watch: an event on one does not clear the other's failure.
+        let route_health: [RouteWatchHealth; 2] = Default::default();
         // HTTPScaledObject is deprecated: a cluster without its CRD must not keep us unready.
         let (so_missing_tx, so_missing) = watch::channel(false);
         let specs: [Box<dyn StartWatch>; 5] = [
-            WatchSpec::boxed("interceptorroutes", ir_writer, mark_dirty(&dirty)),
+            WatchSpec::boxed(
+                "interceptorroutes",
+                ir_writer,
+                track_health(&route_health[0], |_| true, mark_dirty(&dirty)),
+            ),
             WatchSpec::boxed(
                 "httpscaledobjects",
                 so_writer,
-                httpsos_changed(&dirty, so_missing_tx),
+                // A cluster without the deprecated CRD is healthy: its 404s do not count.
+                track_health(
+                    &route_health[1],
+                    |e| !is_not_found(e),
+                    httpsos_changed(&dirty, so_missing_tx),
+                ),
             ),
             WatchSpec::boxed(
                 "endpointslices",
@@ -174,6 +238,7 @@ impl KubeWatches {
             routes_handle,
             dirty_rx,
             stores_ready,
+            refresh.map(|r| (r, route_health)),
             stop,
         ));
     }
@@ -285,6 +350,28 @@ fn mark_dirty<K>(dirty: &Arc<watch::Sender<u64>>) -> impl FnMut(Change<'_, K>) +
         if matches!(change, Change::Object(_) | Change::Synced) {
             dirty.send_modify(|n| *n += 1);
         }
+    }
+}
+
+/// Records the watch's health in `health` (the periodic refresh reads it), then `inner`.
+/// Only errors for which `counts` is true make the watch unhealthy.
+fn track_health<K>(
+    health: &RouteWatchHealth,
+    counts: fn(&watcher::Error) -> bool,
+    mut inner: impl FnMut(Change<'_, K>) + Send + 'static,
+) -> impl FnMut(Change<'_, K>) + Send + 'static {
+    let health = Arc::clone(health);
+    move |change| {
+        let failed = match change {
+            Change::Failed(error) if counts(error) => Some(Some(tokio::time::Instant::now())),
+            Change::Failed(_) => None,
+            Change::Object(_) | Change::Synced => Some(None),
+            Change::Init => None,
+        };
+        if let Some(failed) = failed {
+            *health.lock().unwrap_or_else(PoisonError::into_inner) = failed;
+        }
+        inner(change);
     }
 }
 
@@ -432,12 +519,20 @@ async fn route_table_task(
     handle: RouteTableHandle,
     mut dirty: watch::Receiver<u64>,
     stores_ready: impl Future<Output = bool>,
+    refresh: Option<(RoutingRefresh, [RouteWatchHealth; 2])>,
     stop: CancellationToken,
 ) {
     tokio::select! {
         () = stop.cancelled() => return,
         ready = stores_ready => if !ready { return },
     }
+    let mut ticks = refresh.as_ref().map(|(r, _)| {
+        r.lifecycle.check_routing_staleness(r.max_staleness);
+        let mut ticks =
+            tokio::time::interval_at(tokio::time::Instant::now() + r.interval, r.interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks
+    });
     loop {
         dirty.borrow_and_update();
         let report = handle.install_collection(snapshot(&routes, &httpsos)).await;
@@ -446,9 +541,26 @@ async fn route_table_task(
             skipped = report.shadowed,
             "routing table installed from Kubernetes"
         );
-        tokio::select! {
-            () = stop.cancelled() => return,
-            changed = dirty.changed() => if changed.is_err() { return },
+        // Wait for a change, or for a periodic refresh that succeeds.
+        loop {
+            let tick = async {
+                match &mut ticks {
+                    Some(ticks) => ticks.tick().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = stop.cancelled() => return,
+                changed = dirty.changed() => if changed.is_err() { return } else { break },
+                _ = tick => {}
+            }
+            if let Some((refresh, health)) = &refresh {
+                if health.iter().all(is_healthy) {
+                    refresh.lifecycle.routing_refreshed();
+                    break;
+                }
+                tracing::warn!("routing table not refreshed: the route watches are failing");
+            }
         }
     }
 }
@@ -514,5 +626,37 @@ mod tests {
             kube::Error::Api(status(500))
         )));
         assert!(!is_not_found(&watcher::Error::NoResourceVersion));
+    }
+
+    /// A route watch error makes the refresh fail until an event (or a quiet minute) says the
+    /// watch works again; the missing HTTPScaledObject CRD never does.
+    #[tokio::test(start_paused = true)]
+    async fn route_watch_health_follows_errors_and_events() {
+        let health: RouteWatchHealth = Arc::default();
+        let mut routes = track_health::<InterceptorRoute>(&health, |_| true, |_| {});
+        assert!(is_healthy(&health));
+        routes(Change::Failed(&watcher::Error::NoResourceVersion));
+        assert!(!is_healthy(&health));
+        routes(Change::Init);
+        assert!(!is_healthy(&health), "a relist start proves nothing");
+        routes(Change::Synced);
+        assert!(is_healthy(&health));
+
+        routes(Change::Failed(&watcher::Error::NoResourceVersion));
+        tokio::time::advance(WATCH_QUIET - Duration::from_secs(1)).await;
+        assert!(!is_healthy(&health));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(
+            is_healthy(&health),
+            "quiet for a minute: the resumed watch is fine"
+        );
+
+        let missing: RouteWatchHealth = Arc::default();
+        let mut httpsos = track_health::<HTTPScaledObject>(&missing, |e| !is_not_found(e), |_| {});
+        let not_found = watcher::Error::WatchError(Box::new(
+            kube::core::Status::failure("no", "NotFound").with_code(404),
+        ));
+        httpsos(Change::Failed(&not_found));
+        assert!(is_healthy(&missing));
     }
 }
