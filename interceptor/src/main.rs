@@ -47,7 +47,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let addrs = interceptor.addrs();
     tracing::info!(proxy = %addrs.proxy, admin = %addrs.admin, metrics = ?addrs.metrics, "listening; routes from Kubernetes");
     let stop = CancellationToken::new();
-    watches.spawn(interceptor.routes(), stop.clone());
+    watches
+        .count_invalid_in(interceptor.invalid_objects())
+        .spawn(interceptor.routes(), stop.clone());
     let result = interceptor.run(signal::shutdown()).await;
     stop.cancel();
     result?;
