@@ -18,13 +18,18 @@ impl InvalidObjects {
     /// Creates the counter and registers it in `registry`.
     pub fn register(registry: &mut Registry) -> Self {
         let this = Self::default();
+        this.register_in(registry);
+        this
+    }
+
+    /// Registers this counter in `registry` (for a counter made before the registry).
+    pub fn register_in(&self, registry: &mut Registry) {
         registry.register(
             NAME,
             "Objects a watch skipped because they fail to decode or validate, per kind \
              (once per change of the object)",
-            this.0.clone(),
+            self.0.clone(),
         );
-        this
     }
 
     /// Counts one skipped object of `kind`.
