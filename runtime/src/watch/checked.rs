@@ -54,6 +54,7 @@ pub struct Checks<K> {
     check: CheckFn<K>,
     counter: Option<InvalidObjects>,
     report: Option<ReportFn>,
+    log: bool,
 }
 
 impl<K> fmt::Debug for Checks<K> {
@@ -78,7 +79,16 @@ impl<K> Checks<K> {
             check: Box::new(check),
             counter: None,
             report: None,
+            log: true,
         }
+    }
+
+    /// No log line for skipped objects: for a second watch of a kind whose skipped objects
+    /// another watch of the same process already reports.
+    #[must_use]
+    pub fn silent(mut self) -> Self {
+        self.log = false;
+        self
     }
 
     /// Counts skipped objects in `counter`.
@@ -152,6 +162,8 @@ struct Reported {
     /// `metadata.generation` (spec changes), else `metadata.resourceVersion`: our own status
     /// writes do not bring a report back.
     change: Option<String>,
+    /// Whether deletion has started (a finalizer holder must act on that).
+    deleting: bool,
     reason: String,
 }
 
@@ -264,6 +276,7 @@ impl<K: CheckedKind> Decoder<K> {
                 .generation
                 .map(|g| g.to_string())
                 .or_else(|| obj.metadata.resource_version.clone()),
+            deleting: obj.metadata.deletion_timestamp.is_some(),
             reason,
         };
         if self.reported.get(&k) == Some(&reported) {
@@ -276,13 +289,15 @@ impl<K: CheckedKind> Decoder<K> {
             reason: reported.reason.clone(),
             object: obj,
         };
-        tracing::warn!(
-            kind = %invalid.kind,
-            namespace = invalid.namespace.as_deref().unwrap_or_default(),
-            name = %invalid.name,
-            reason = %invalid.reason,
-            "skipping an invalid object until it is fixed"
-        );
+        if self.checks.log {
+            tracing::warn!(
+                kind = %invalid.kind,
+                namespace = invalid.namespace.as_deref().unwrap_or_default(),
+                name = %invalid.name,
+                reason = %invalid.reason,
+                "skipping an invalid object until it is fixed"
+            );
+        }
         if let Some(counter) = &self.checks.counter {
             counter.inc(&invalid.kind);
         }
