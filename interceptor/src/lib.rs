@@ -125,6 +125,7 @@ pub struct Interceptor {
     proxy: Arc<Proxy>,
     registry: Arc<Registry>,
     lifecycle: Arc<Lifecycle>,
+    invalid_objects: keda_http_runtime::watch::InvalidObjects,
 }
 
 impl std::fmt::Debug for Interceptor {
@@ -153,6 +154,7 @@ impl Interceptor {
         let (listeners, addrs) = Listeners::bind(&config).await?;
         let mut registry = Registry::default();
         let metrics = Arc::new(Metrics::new(&mut registry));
+        let invalid_objects = keda_http_runtime::watch::InvalidObjects::register(&mut registry);
         let queue = Arc::new(Queue::default());
         let routes = RouteTableHandle::new(Arc::clone(&queue), Arc::new(Endpoints::new(endpoints)));
         let cold = Arc::new(coldstart::ColdStart::new(
@@ -195,6 +197,7 @@ impl Interceptor {
             proxy,
             registry: Arc::new(registry),
             lifecycle,
+            invalid_objects,
         })
     }
 
@@ -206,6 +209,12 @@ impl Interceptor {
     /// The routing-table seam: install the full set of routes whenever it changes.
     pub fn routes(&self) -> RouteTableHandle {
         self.routes.clone()
+    }
+
+    /// The counter of skipped (invalid) InterceptorRoutes and HTTPScaledObjects, exposed as
+    /// `keda_http_invalid_objects_total{kind}` ([`watches::KubeWatches::count_invalid_in`]).
+    pub fn invalid_objects(&self) -> keda_http_runtime::watch::InvalidObjects {
+        self.invalid_objects.clone()
     }
 
     /// The counters behind `/queue`.

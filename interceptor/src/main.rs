@@ -61,6 +61,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             max_staleness,
             lifecycle: interceptor.lifecycle(),
         })
+        .count_invalid_in(interceptor.invalid_objects())
         .spawn(interceptor.routes(), stop.clone());
     let result = interceptor.run(signal::shutdown()).await;
     stop.cancel();

@@ -37,6 +37,7 @@ struct Cluster {
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), keda_http_interceptor::Error>>>,
     watches: CancellationToken,
+    invalid: keda_http_runtime::watch::InvalidObjects,
 }
 
 impl Cluster {
@@ -77,12 +78,14 @@ impl Cluster {
             .await
             .expect("bind");
         let stop_watches = CancellationToken::new();
+        let invalid = interceptor.invalid_objects();
         watches
             .refresh(RoutingRefresh {
                 interval,
                 max_staleness,
                 lifecycle: interceptor.lifecycle(),
             })
+            .count_invalid_in(invalid.clone())
             .spawn(interceptor.routes(), stop_watches.clone());
         let addrs = interceptor.addrs();
         let routes = interceptor.routes();
@@ -100,6 +103,7 @@ impl Cluster {
             stop: Some(stop),
             task: Some(task),
             watches: stop_watches,
+            invalid,
         }
     }
 
@@ -990,6 +994,155 @@ async fn readiness_fails_when_the_routing_table_goes_stale() {
         while c.readyz().await != StatusCode::OK {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        c.stop().await;
+    })
+    .await;
+}
+
+/// Stores `body` as a server keeps an object written under an older, looser CRD (validation
+/// only runs on writes): our decoder or validation refuses it, the server serves it.
+fn store_poison(api: &LocalApiServer, version: &str, kind: &str, body: Value) {
+    let kind = api
+        .store()
+        .find_kind("http.keda.sh", version, kind)
+        .expect("kind registered");
+    api.store()
+        .create(
+            &kind,
+            Some(NS),
+            body,
+            &kube_standin::write::WriteOptions::default(),
+        )
+        .expect("stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_object_is_skipped_and_the_good_routes_are_served_after_a_restart() {
+    bounded(async {
+        let api = LocalApiServer::start().await.expect("API server");
+        let client = api.client().await.expect("client");
+        let (a, _) = counting_backend("a").await;
+        let services: Api<Service> = Api::namespaced(client.clone(), NS);
+        let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), NS);
+        let routes: Api<InterceptorRoute> = Api::namespaced(client.clone(), NS);
+        let httpsos: Api<HTTPScaledObject> = Api::namespaced(client.clone(), NS);
+        let pp = PostParams::default();
+        services
+            .create(
+                &pp,
+                &serde_json::from_value(json!({
+                    "metadata": {"name": "app"},
+                    "spec": {"ports": [{"name": "http", "port": 8080}]}
+                }))
+                .expect("service"),
+            )
+            .await
+            .expect("service");
+        slices
+            .create(
+                &pp,
+                &serde_json::from_value(slice_json("app", "p1", a, true)).expect("slice"),
+            )
+            .await
+            .expect("slice");
+        routes
+            .create(
+                &pp,
+                &serde_json::from_value(route_json("good", "good.test", "app", json!({})))
+                    .expect("route"),
+            )
+            .await
+            .expect("route");
+        let legacy = |name: &str, host: &str, extra: Value| {
+            let mut spec = json!({"hosts": [host],
+                                  "scaleTargetRef": {"name": name, "service": "app", "port": 8080}});
+            if let (Some(spec), Value::Object(extra)) = (spec.as_object_mut(), extra) {
+                spec.extend(extra);
+            }
+            json!({"apiVersion": "http.keda.sh/v1alpha1", "kind": "HTTPScaledObject",
+                   "metadata": {"name": name}, "spec": spec})
+        };
+        httpsos
+            .create(
+                &pp,
+                &serde_json::from_value(legacy("legacy", "legacy.test", json!({})))
+                    .expect("httpso"),
+            )
+            .await
+            .expect("httpso");
+        // A duration beyond what any server-side rule lets through today, and a string where
+        // a number belongs: neither decodes.
+        store_poison(
+            &api,
+            "v1beta1",
+            "InterceptorRoute",
+            route_json(
+                "poison",
+                "poison.test",
+                "app",
+                json!({"timeouts": {"request": "99999999999999999999h"}}),
+            ),
+        );
+        store_poison(
+            &api,
+            "v1alpha1",
+            "HTTPScaledObject",
+            legacy(
+                "poison-legacy",
+                "poison-legacy.test",
+                json!({"targetPendingRequests": "many"}),
+            ),
+        );
+
+        let c = Cluster::launch(api, test_config).await;
+        c.wait_route("good", "app", 1).await;
+        c.wait_route("legacy", "app", 1).await;
+        assert_eq!(c.readyz().await, StatusCode::OK);
+        let (status, _, body) = get(&c.url("/"), "good.test").await;
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"a"[..]));
+        let (status, _, body) = get(&c.url("/"), "legacy.test").await;
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"a"[..]));
+        for host in ["poison.test", "poison-legacy.test"] {
+            let (status, _, _) = get(&c.url("/"), host).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{host}");
+        }
+        assert_eq!(c.invalid.get("InterceptorRoute"), 1);
+        assert_eq!(c.invalid.get("HTTPScaledObject"), 1);
+        let (_, _, metrics) = get(
+            &format!("http://{}/metrics", c.addrs.metrics.expect("metrics listener")),
+            "metrics",
+        )
+        .await;
+        let metrics = String::from_utf8_lossy(&metrics);
+        assert!(
+            metrics.contains("keda_http_invalid_objects_total{kind=\"InterceptorRoute\"} 1"),
+            "{metrics}"
+        );
+
+        // Fixed, it is routed like any new object; a relist does not report it again.
+        routes
+            .patch(
+                "poison",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"timeouts": {"request": "5s"}}})),
+            )
+            .await
+            .expect("fix");
+        c.wait_route("poison", "app", 1).await;
+        let (status, _, _) = get(&c.url("/"), "poison.test").await;
+        assert_eq!(status, StatusCode::OK);
+        c.api.faults().compact_history();
+        c.api.faults().close_watches();
+        routes
+            .create(
+                &pp,
+                &serde_json::from_value(route_json("after", "after.test", "app", json!({})))
+                    .expect("route"),
+            )
+            .await
+            .expect("route after the relist");
+        c.wait_route("after", "app", 1).await;
+        assert_eq!(c.invalid.get("HTTPScaledObject"), 1, "reported once");
         c.stop().await;
     })
     .await;

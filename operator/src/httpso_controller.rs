@@ -7,6 +7,11 @@
 //! one-sentence message and a Warning event, and nothing is applied. Condition messages and
 //! events are written with `Display`, API errors as the server's own message.
 //!
+//! HTTPScaledObjects are watched object by object ([`reflect_checked`]): one that fails to
+//! decode or validate never reaches the controller (so it cannot stop the list); it gets
+//! `Ready=False` / `InvalidSpec`, a Warning event and a count in
+//! `keda_http_invalid_objects_total{kind}`, and is reconciled normally once fixed.
+//!
 //! The ScaledObject is written with server-side apply under our field manager (forced), and
 //! only when it differs from what we want in a field we own, so a hand edit of such a field is
 //! reverted (the `.owns()` watch brings us back) while fields added by others are left alone.
@@ -19,12 +24,13 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use keda_http_api::http_scaled_object::HTTPSO_FINALIZER;
 use keda_http_api::{HTTPScaledObject, ScaledObject};
+use keda_http_runtime::watch::{Checks, QuickBackoff, reflect_checked};
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::finalizer::{self, finalizer};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, watcher};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{Controller, WatchStreamExt as _, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use tokio::time::Instant;
@@ -131,16 +137,34 @@ impl Context {
 /// Runs the controller until `shutdown` is cancelled (then finishes in-flight reconciles).
 pub async fn run(ctx: Arc<Context>, watch_namespace: Option<&str>, shutdown: CancellationToken) {
     let client = ctx.client.clone();
-    let (httpsos, scaled_objects): (Api<HTTPScaledObject>, Api<ScaledObject>) =
-        match watch_namespace {
-            Some(ns) => (
-                Api::namespaced(client.clone(), ns),
-                Api::namespaced(client, ns),
-            ),
-            None => (Api::all(client.clone()), Api::all(client)),
-        };
-    let controller = Controller::new(httpsos, watcher::Config::default().any_semantic())
-        .owns(scaled_objects, watcher::Config::default().any_semantic());
+    let scaled_objects: Api<ScaledObject> = match watch_namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let (reader, writer) = reflector::store();
+    let (invalid_tx, invalid_rx) = tokio::sync::mpsc::unbounded_channel();
+    let checks = Checks::new(|h: &HTTPScaledObject| h.spec.validate().map_err(|e| e.to_string()))
+        .counted(ctx.metrics.invalid_objects())
+        .on_invalid(move |invalid| {
+            let _ = invalid_tx.send(invalid.clone());
+        });
+    let httpsos = reflect_checked(
+        client.clone(),
+        watch_namespace,
+        watcher::Config::default().any_semantic(),
+        writer,
+        checks,
+    );
+    let mark_invalid = crate::mark_invalid_objects::<HTTPScaledObject>(
+        client,
+        ctx.recorder.clone(),
+        invalid_rx,
+        Some(HTTPSO_FINALIZER),
+        shutdown.clone(),
+    );
+    let controller = Controller::for_stream(httpsos.applied_objects(), reader)
+        .owns(scaled_objects, watcher::Config::default().any_semantic())
+        .trigger_backoff(QuickBackoff::default());
     let store = controller.store();
     let driven = controller
         .graceful_shutdown_on(shutdown.clone().cancelled_owned())
@@ -150,7 +174,10 @@ pub async fn run(ctx: Arc<Context>, watch_namespace: Option<&str>, shutdown: Can
                 tracing::debug!(controller = CONTROLLER, %error, "controller event");
             }
         });
-    crate::drive_controller(driven, store, shutdown).await;
+    futures::join!(
+        crate::drive_controller(driven, store, shutdown),
+        mark_invalid
+    );
 }
 
 /// One reconcile, timed and counted.

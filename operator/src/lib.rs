@@ -304,13 +304,19 @@ async fn run_controllers(
         client.clone(),
         config.scaler_address(),
         metrics.clone(),
-        recorder,
+        recorder.clone(),
     ));
     let watch_namespace = config.watch_namespace.as_deref();
     tracing::info!(scaler_address = %config.scaler_address(), ?watch_namespace, "starting controllers");
     futures::join!(
         httpso_controller::run(ctx, watch_namespace, stop.clone()),
-        route_controller::run(client.clone(), metrics.clone(), watch_namespace, stop),
+        route_controller::run(
+            client.clone(),
+            metrics.clone(),
+            recorder,
+            watch_namespace,
+            stop
+        ),
     );
 }
 
@@ -337,4 +343,112 @@ pub(crate) async fn drive_controller<K>(
             }
         }
     }
+}
+
+/// Marks each object a checked watch skipped (`reports`) until `shutdown`: `Ready=False` with
+/// reason `InvalidSpec` and a one-sentence message through the status subresource (with
+/// `observedGeneration`), and a Warning Event. An invalid object being deleted that still
+/// carries `finalizer` loses it instead, so its deletion is not held up by an object no
+/// controller can reconcile (garbage collection removes what it owns).
+pub(crate) async fn mark_invalid_objects<K>(
+    client: Client,
+    recorder: Recorder,
+    mut reports: tokio::sync::mpsc::UnboundedReceiver<keda_http_runtime::watch::Invalid>,
+    finalizer: Option<&'static str>,
+    shutdown: CancellationToken,
+) where
+    K: kube::Resource<DynamicType = ()>,
+{
+    let resource = kube::api::ApiResource::erase::<K>(&());
+    loop {
+        let invalid = tokio::select! {
+            () = shutdown.cancelled() => return,
+            invalid = reports.recv() => match invalid {
+                Some(invalid) => invalid,
+                None => return,
+            },
+        };
+        if let Err(error) = mark_invalid(&client, &recorder, &resource, &invalid, finalizer).await {
+            tracing::warn!(
+                kind = %invalid.kind,
+                namespace = invalid.namespace.as_deref().unwrap_or_default(),
+                name = %invalid.name,
+                error = %httpso_controller::api_error_text(&error),
+                "could not mark the invalid object"
+            );
+        }
+    }
+}
+
+async fn mark_invalid(
+    client: &Client,
+    recorder: &Recorder,
+    resource: &kube::api::ApiResource,
+    invalid: &keda_http_runtime::watch::Invalid,
+    finalizer: Option<&'static str>,
+) -> Result<(), kube::Error> {
+    use kube::Resource as _;
+    use kube::api::{DynamicObject, Patch, PatchParams};
+
+    let Some(namespace) = invalid.namespace.as_deref() else {
+        return Ok(());
+    };
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, resource);
+    let meta = &invalid.object.metadata;
+    let finalizers = meta.finalizers.as_deref().unwrap_or_default();
+    if let Some(ours) = finalizer.filter(|f| finalizers.iter().any(|x| x == f))
+        && meta.deletion_timestamp.is_some()
+    {
+        let kept: Vec<&String> = finalizers.iter().filter(|f| *f != ours).collect();
+        let patch = serde_json::json!({
+            "metadata": {"resourceVersion": meta.resource_version, "finalizers": kept}
+        });
+        api.patch(
+            &invalid.name,
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+        tracing::info!(kind = %invalid.kind, namespace, name = %invalid.name, "removed the finalizer of an invalid object being deleted");
+        return Ok(());
+    }
+    let previous: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> = invalid
+        .object
+        .data
+        .pointer("/status/conditions")
+        .and_then(|c| serde_json::from_value(c.clone()).ok())
+        .unwrap_or_default();
+    let Some(conditions) = status::invalid_spec_conditions(
+        &previous,
+        &invalid.reason,
+        meta.generation,
+        jiff::Timestamp::now(),
+    ) else {
+        return Ok(());
+    };
+    api.patch_status(
+        &invalid.name,
+        &PatchParams::default(),
+        &Patch::Merge(&serde_json::json!({ "status": { "conditions": conditions } })),
+    )
+    .await?;
+    let event = kube::runtime::events::Event {
+        type_: kube::runtime::events::EventType::Warning,
+        reason: status::REASON_INVALID_SPEC.to_owned(),
+        note: Some(
+            status::invalid_spec_message(&invalid.reason)
+                .chars()
+                .take(1000)
+                .collect(),
+        ),
+        action: "Validate".to_owned(),
+        secondary: None,
+    };
+    if let Err(error) = recorder
+        .publish(&event, &invalid.object.object_ref(resource))
+        .await
+    {
+        tracing::debug!(%error, "could not publish event");
+    }
+    Ok(())
 }

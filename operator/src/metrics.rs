@@ -52,6 +52,7 @@ pub struct Metrics {
     errors: Family<ControllerLabels, Counter>,
     durations: Family<ControllerLabels, Histogram>,
     leader: Family<LeaseLabels, Gauge>,
+    invalid: keda_http_runtime::watch::InvalidObjects,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -101,13 +102,21 @@ impl Metrics {
             "1 while this replica holds the named lease, 0 otherwise",
             leader.clone(),
         );
+        let invalid = keda_http_runtime::watch::InvalidObjects::register(&mut registry);
         Self {
             registry: Arc::new(registry),
             reconciles,
             errors,
             durations,
             leader,
+            invalid,
         }
+    }
+
+    /// `keda_http_invalid_objects_total{kind}`: HTTPScaledObjects and InterceptorRoutes the
+    /// controllers skipped (and marked `InvalidSpec`) because they fail to decode or validate.
+    pub fn invalid_objects(&self) -> keda_http_runtime::watch::InvalidObjects {
+        self.invalid.clone()
     }
 
     /// Records one reconcile of `controller`.

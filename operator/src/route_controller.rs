@@ -4,6 +4,12 @@
 //! InterceptorRoute or HTTPScaledObject claims exactly the same host + path + headers key
 //! (`RouteConflict`, naming both routes).
 //!
+//! InterceptorRoutes and HTTPScaledObjects are watched object by object ([`reflect_checked`]):
+//! one that fails to decode or validate is left out of every store, so it cannot stop a list.
+//! An InterceptorRoute left out gets `Ready=False` / `InvalidSpec` and a Warning event (and a
+//! count in `keda_http_invalid_objects_total{kind}`); the HTTPScaledObject controller does the
+//! same for its kind.
+//!
 //! Services, HTTPScaledObjects and InterceptorRoutes are mirrored in reflector stores that this
 //! controller owns. A change that can alter another route's verdict (a Service appearing or
 //! disappearing, a route's spec changing, a route being deleted) re-queues every route once the
@@ -14,17 +20,19 @@ use std::hash::Hash;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use futures::stream::BoxStream;
 use futures::{FutureExt, Stream, StreamExt};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Service;
 use keda_http_api::routing::{self, RouteId, RouteKey, RouteKind};
 use keda_http_api::{HTTPScaledObject, InterceptorRoute};
+use keda_http_runtime::watch::{CheckedKind, Checks, QuickBackoff, reflect_checked};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
+use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
-use serde::de::DeserializeOwned;
 use serde_json::json;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -62,6 +70,7 @@ pub struct Context {
 pub async fn run(
     client: Client,
     metrics: Metrics,
+    recorder: Recorder,
     watch_namespace: Option<&str>,
     shutdown: CancellationToken,
 ) {
@@ -70,24 +79,55 @@ pub async fn run(
         &client,
         watch_namespace,
         Some(Arc::clone(&services_forbidden)),
+        None,
     );
-    let (routes_reader, routes_stream) =
-        mirrored::<InterceptorRoute>(&client, watch_namespace, None);
-    let (httpsos_reader, httpsos_stream) =
-        mirrored::<HTTPScaledObject>(&client, watch_namespace, None);
+    // Skipped objects are reported by the main watch below and the HTTPScaledObject
+    // controller; these mirrors leave them out silently.
+    let (routes_reader, routes_stream) = mirrored::<InterceptorRoute>(
+        &client,
+        watch_namespace,
+        None,
+        Some(route_checks().silent()),
+    );
+    let (httpsos_reader, httpsos_stream) = mirrored::<HTTPScaledObject>(
+        &client,
+        watch_namespace,
+        None,
+        Some(
+            Checks::new(|h: &HTTPScaledObject| h.spec.validate().map_err(|e| e.to_string()))
+                .silent(),
+        ),
+    );
+    let (invalid_tx, invalid_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (reader, writer) = reflector::store();
+    let routes = reflect_checked(
+        client.clone(),
+        watch_namespace,
+        watcher::Config::default().any_semantic(),
+        writer,
+        route_checks()
+            .counted(metrics.invalid_objects())
+            .on_invalid(move |invalid| {
+                let _ = invalid_tx.send(invalid.clone());
+            }),
+    );
+    let mark_invalid = crate::mark_invalid_objects::<InterceptorRoute>(
+        client.clone(),
+        recorder,
+        invalid_rx,
+        None,
+        shutdown.clone(),
+    );
     let ctx = Arc::new(Context {
-        client: client.clone(),
+        client,
         metrics,
         services: services_reader,
         services_forbidden,
         routes: routes_reader,
         httpsos: httpsos_reader,
     });
-    let api: Api<InterceptorRoute> = match watch_namespace {
-        Some(ns) => Api::namespaced(client, ns),
-        None => Api::all(client),
-    };
-    let controller = Controller::new(api, watcher::Config::default().any_semantic())
+    let controller = Controller::for_stream(routes.applied_objects(), reader)
+        .trigger_backoff(QuickBackoff::default())
         .reconcile_all_on(services_stream)
         .reconcile_all_on(routes_stream)
         .reconcile_all_on(httpsos_stream);
@@ -100,39 +140,50 @@ pub async fn run(
                 tracing::debug!(controller = CONTROLLER, %error, "controller event");
             }
         });
-    crate::drive_controller(driven, store, shutdown).await;
+    futures::join!(
+        crate::drive_controller(driven, store, shutdown),
+        mark_invalid
+    );
+}
+
+/// InterceptorRoutes that fail validation are skipped like those that fail to decode.
+fn route_checks() -> Checks<InterceptorRoute> {
+    Checks::new(|r: &InterceptorRoute| r.spec.validate().map_err(|e| e.to_string()))
 }
 
 /// A reflector store of `K` and a stream that yields once per change that matters to other
 /// routes: an object appearing, its `metadata.generation` changing (spec edits; Services have
 /// no generation, so only their appearance counts), its deletion, and the end of each relist.
 /// Status-only updates yield nothing, so our own status writes do not fan out. With
-/// `forbidden`, a 403 from the API server sets the flag and yields once.
+/// `forbidden`, a 403 from the API server sets the flag and yields once. With `checks`, the
+/// kind is watched object by object and objects failing them are left out.
 fn mirrored<K>(
     client: &Client,
     namespace: Option<&str>,
     forbidden: Option<Arc<AtomicBool>>,
+    checks: Option<Checks<K>>,
 ) -> (Store<K>, impl Stream<Item = ()> + Send + 'static)
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + CheckedKind,
 {
-    let api: Api<K> = match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
     let (reader, writer) = reflector::store();
+    let config = watcher::Config::default().any_semantic();
+    let events: BoxStream<'static, Result<watcher::Event<K>, watcher::Error>> = match checks {
+        Some(checks) => reflect_checked(client.clone(), namespace, config, writer, checks).boxed(),
+        None => {
+            let api: Api<K> = match namespace {
+                Some(ns) => Api::namespaced(client.clone(), ns),
+                None => Api::all(client.clone()),
+            };
+            reflector::reflector(
+                writer,
+                watcher(api, config).backoff(QuickBackoff::default()),
+            )
+            .boxed()
+        }
+    };
     let mut seen: HashMap<ObjectRef<K>, Option<i64>> = HashMap::new();
-    let stream = reflector::reflector(
-        writer,
-        watcher(api, watcher::Config::default().any_semantic()).default_backoff(),
-    )
-    .filter_map(move |event| {
+    let stream = events.filter_map(move |event| {
         let changed = match event {
             Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) => {
                 remember(&mut seen, ObjectRef::from_obj(&obj), obj.meta().generation)

@@ -20,7 +20,8 @@ pub const REASON_CREATE_ERROR: &str = "CreateError";
 /// HTTPScaledObject: both scaling metrics set; nothing was changed.
 pub const REASON_INVALID_SCALING_METRIC: &str = "InvalidScalingMetric";
 /// HTTPScaledObject: the ScaledObject it stands for is one KEDA's CRD refuses (min above
-/// max, no target name); nothing was applied.
+/// max, no target name); nothing was applied. HTTPScaledObject and InterceptorRoute: the
+/// object fails to decode or validate, so every keda-http program ignores it.
 pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
 /// HTTPScaledObject: the skip annotation is set.
 pub const REASON_SCALED_OBJECT_SKIPPED: &str = "ScaledObjectCreationSkipped";
@@ -83,6 +84,28 @@ pub fn ready_condition(
         observed_generation: generation,
         last_transition_time,
     }
+}
+
+/// The one-sentence `InvalidSpec` message for an object skipped because of `reason`.
+pub fn invalid_spec_message(reason: &str) -> String {
+    let reason = reason.trim_end_matches('.');
+    format!("The object is ignored until it is fixed, because {reason}.")
+}
+
+/// The conditions to write on an object skipped because of `reason` (`Ready=False`,
+/// `InvalidSpec`), or `None` when `previous` already says so for this generation.
+pub fn invalid_spec_conditions(
+    previous: &[Condition],
+    reason: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Option<Vec<Condition>> {
+    let readiness = Readiness::not_ready(REASON_INVALID_SPEC, invalid_spec_message(reason));
+    let conditions = with_condition(
+        previous,
+        ready_condition(previous, &readiness, generation, now),
+    );
+    (conditions.as_slice() != previous).then_some(conditions)
 }
 
 /// `previous` with its Ready condition replaced by `ready` (others kept in place).
@@ -205,6 +228,27 @@ mod tests {
         assert_eq!(flipped.conditions[0].status, "False");
         assert_eq!(flipped.conditions[0].reason, "CreateError");
         assert_eq!(flipped.conditions[0].last_transition_time, Time(t1));
+    }
+
+    #[test]
+    fn invalid_spec_is_written_once_per_generation() {
+        let t0 = Timestamp::from_second(1_000).unwrap();
+        let reason = "spec.timeouts.request: invalid duration \"99999999999999999999h\"";
+        let first = invalid_spec_conditions(&[], reason, Some(3), t0).expect("new condition");
+        assert_eq!(first.len(), 1);
+        let ready = &first[0];
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", REASON_INVALID_SPEC)
+        );
+        assert_eq!(ready.observed_generation, Some(3));
+        assert_eq!(
+            ready.message,
+            "The object is ignored until it is fixed, because spec.timeouts.request: invalid \
+             duration \"99999999999999999999h\"."
+        );
+        assert_eq!(invalid_spec_conditions(&first, reason, Some(3), t0), None);
+        assert!(invalid_spec_conditions(&first, reason, Some(4), t0).is_some());
     }
 
     #[test]

@@ -67,7 +67,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .context("connecting to the Kubernetes API")?;
     let (interceptors, discovery_task) =
         discovery::watch_endpoint_slices(client.clone(), config.admin_service());
-    let (targets, targets_task) = KubeTargets::watch(client);
+    let invalid_objects = keda_http_runtime::watch::InvalidObjects::default();
+    let (targets, targets_task) = KubeTargets::watch_counted(client, invalid_objects.clone());
     let discovery_task = tokio::spawn(discovery_task);
     let targets_task = tokio::spawn(targets_task);
     // Answer KEDA from a listed cache, so a restart does not report "not found" for objects
@@ -84,6 +85,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
     let mut registry = Registry::default();
     let scaler_metrics = Metrics::register(&mut registry);
+    invalid_objects.register_in(&mut registry);
     let registry = Arc::new(registry);
     let shutdown = CancellationToken::new();
     let metrics_task = metrics_listener.map(|listener| {

@@ -3,7 +3,10 @@
 //! The gRPC service only needs "what does the object named X in namespace N ask for", so that
 //! question is the [`ScaledTargets`] trait: [`StaticTargets`] answers it from a map (tests, the
 //! local KEDA stand-in), [`KubeTargets`] from kube-rs reflector stores fed by cluster-wide
-//! watches.
+//! watches. Those watches decode and validate each object on its own
+//! ([`reflect_checked`]): an object our types refuse is skipped (logged once per change,
+//! counted in `keda_http_invalid_objects_total{kind}`), so it cannot keep the others out;
+//! KEDA asking for it gets NOT_FOUND.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -13,10 +16,10 @@ use futures::StreamExt as _;
 use keda_http_api::{
     HTTPScaledObject, HTTPScaledObjectSpec, InterceptorRoute, InterceptorRouteSpec,
 };
-use keda_http_runtime::watch::reflect;
-use kube::runtime::reflector::{ObjectRef, Store};
+use keda_http_runtime::watch::{Checks, InvalidObjects, reflect_checked};
+use kube::Client;
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher;
-use kube::{Api, Client};
 
 use crate::rate::RateConfig;
 
@@ -188,13 +191,35 @@ impl std::fmt::Debug for KubeTargets {
 }
 
 impl KubeTargets {
-    /// Starts cluster-wide watches of both kinds. The returned future drives them (with
-    /// kube's default backoff on errors) and never ends; spawn it.
+    /// Starts cluster-wide watches of both kinds. The returned future drives them (retrying
+    /// within a second on errors) and never ends; spawn it.
     pub fn watch(client: Client) -> (Self, impl Future<Output = ()> + Send + 'static) {
-        let route_api: Api<InterceptorRoute> = Api::all(client.clone());
-        let so_api: Api<HTTPScaledObject> = Api::all(client);
-        let (routes, route_stream) = reflect(route_api, watcher::Config::default());
-        let (scaled_objects, so_stream) = reflect(so_api, watcher::Config::default());
+        Self::watch_counted(client, InvalidObjects::default())
+    }
+
+    /// [`watch`](Self::watch), counting skipped objects in `invalid`.
+    pub fn watch_counted(
+        client: Client,
+        invalid: InvalidObjects,
+    ) -> (Self, impl Future<Output = ()> + Send + 'static) {
+        let (routes, route_writer) = reflector::store();
+        let (scaled_objects, so_writer) = reflector::store();
+        let route_stream = reflect_checked(
+            client.clone(),
+            None,
+            watcher::Config::default(),
+            route_writer,
+            Checks::new(|ir: &InterceptorRoute| ir.spec.validate().map_err(|e| e.to_string()))
+                .counted(invalid.clone()),
+        );
+        let so_stream = reflect_checked(
+            client,
+            None,
+            watcher::Config::default(),
+            so_writer,
+            Checks::new(|so: &HTTPScaledObject| so.spec.validate().map_err(|e| e.to_string()))
+                .counted(invalid),
+        );
         let drive = async move {
             let routes = route_stream.for_each(|event| async move {
                 if let Err(error) = event {

@@ -221,6 +221,84 @@ async fn targets_are_read_from_the_cluster() {
     .await;
 }
 
+/// Stores `body` as a server keeps an object written under an older, looser CRD (validation
+/// only runs on writes): our decoder or validation refuses it, the server serves it.
+fn store_poison(server: &LocalApiServer, version: &str, kind: &str, body: serde_json::Value) {
+    let kind = server
+        .store()
+        .find_kind("http.keda.sh", version, kind)
+        .expect("kind registered");
+    server
+        .store()
+        .create(
+            &kind,
+            Some("apps"),
+            body,
+            &kube_standin::write::WriteOptions::default(),
+        )
+        .expect("stored");
+}
+
+#[tokio::test]
+async fn a_poison_object_does_not_hide_the_good_ones() {
+    bounded(async {
+        let server = LocalApiServer::start().await.expect("api server");
+        let client = server.client().await.expect("client");
+        namespaces(&client, &[NS, "apps"]).await;
+        create_objects(&client).await;
+        store_poison(
+            &server,
+            "v1beta1",
+            "InterceptorRoute",
+            serde_json::json!({
+                "apiVersion": "http.keda.sh/v1beta1", "kind": "InterceptorRoute",
+                "metadata": {"name": "poison", "namespace": "apps"},
+                "spec": {"target": {"service": "web", "port": 8080},
+                         "rules": [{"hosts": ["poison.example"]}],
+                         "scalingMetric": {"concurrency": {"targetValue": 10}},
+                         "timeouts": {"request": "99999999999999999999h"}}
+            }),
+        );
+        store_poison(
+            &server,
+            "v1alpha1",
+            "HTTPScaledObject",
+            serde_json::json!({
+                "apiVersion": "http.keda.sh/v1alpha1", "kind": "HTTPScaledObject",
+                "metadata": {"name": "poison-legacy", "namespace": "apps"},
+                "spec": {"hosts": ["poison-legacy.example"],
+                         "scaleTargetRef": {"name": "x", "service": "x", "port": 8080},
+                         "targetPendingRequests": "many"}
+            }),
+        );
+        let invalid = keda_http_runtime::watch::InvalidObjects::default();
+        let (targets, drive) = KubeTargets::watch_counted(client, invalid.clone());
+        let task = tokio::spawn(drive);
+        targets.wait_until_ready().await;
+        let route = targets
+            .interceptor_route("apps", "web")
+            .expect("the good route is listed next to the poison one");
+        assert_eq!(route.concurrency, Some(10.0));
+        assert_eq!(
+            targets
+                .http_scaled_object("apps", "legacy")
+                .expect("the good httpso is listed")
+                .target(),
+            25
+        );
+        assert!(targets.interceptor_route("apps", "poison").is_none());
+        assert!(
+            targets
+                .http_scaled_object("apps", "poison-legacy")
+                .is_none()
+        );
+        assert_eq!(invalid.get("InterceptorRoute"), 1);
+        assert_eq!(invalid.get("HTTPScaledObject"), 1);
+        task.abort();
+    })
+    .await;
+}
+
 /// A free loopback port (bound and released; the binary binds it right after).
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

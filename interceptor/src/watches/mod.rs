@@ -1,15 +1,18 @@
 //! The Kubernetes side: kube-rs watchers and reflectors feeding the routing table, the ready
 //! endpoints and the ConfigMap response bodies (compat §1.7).
 //!
-//! Watched (all limited to `KEDA_HTTP_WATCH_NAMESPACE` when set, all with the watcher's default
-//! backoff and `managedFields` trimmed):
+//! Watched (all limited to `KEDA_HTTP_WATCH_NAMESPACE` when set, all retried after at most a
+//! second and with `managedFields` trimmed, see [`keda_http_runtime::watch`]):
 //!
 //! - InterceptorRoutes and HTTPScaledObjects: any change marks the table dirty; one task
 //!   rebuilds it from both stores and swaps it whole ([`RouteTableHandle::install`]). A
 //!   reflector store only replaces its contents when a (re)list is complete (`InitDone`), so a
 //!   table is never built from half a list, and changes that arrive while a rebuild runs are
-//!   coalesced into the next one. Objects that fail [`InterceptorRouteSpec::validate`] are
-//!   skipped with a warning.
+//!   coalesced into the next one. Both kinds are watched with
+//!   [`reflect_checked`](keda_http_runtime::watch::reflect_checked): an object that fails to
+//!   decode or fails [`InterceptorRouteSpec::validate`] (or the HTTPScaledObject one) never
+//!   reaches the store, so it cannot fail a list; it is logged once per change with its reason
+//!   and counted in `keda_http_invalid_objects_total{kind}`.
 //! - EndpointSlices labelled `kubernetes.io/service-name` and Services: see [`endpoints`].
 //! - ConfigMaps labelled `http.keda.sh/response-body=true`: bodies of placeholders and static
 //!   responses ([`KubeBodies`]).
@@ -43,9 +46,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use keda_http_api::{HTTPScaledObject, InterceptorRoute};
+use keda_http_runtime::watch::{Checks, InvalidObjects, QuickBackoff, reflect_checked};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -84,6 +89,7 @@ pub struct KubeWatches {
     endpoints: Arc<KubeEndpoints>,
     bodies: Arc<KubeBodies>,
     refresh: Option<RoutingRefresh>,
+    invalid: InvalidObjects,
 }
 
 /// How long the route watches must go without an error to count as healthy again when no
@@ -144,6 +150,7 @@ impl KubeWatches {
             endpoints,
             bodies: Arc::new(KubeBodies(cm_store)),
             refresh: None,
+            invalid: InvalidObjects::default(),
         }
     }
 
@@ -152,6 +159,14 @@ impl KubeWatches {
     #[must_use]
     pub fn refresh(mut self, refresh: RoutingRefresh) -> Self {
         self.refresh = Some(refresh);
+        self
+    }
+
+    /// Counts skipped InterceptorRoutes and HTTPScaledObjects in `invalid` (registered in the
+    /// interceptor's metrics, [`Interceptor::invalid_objects`](crate::Interceptor::invalid_objects)).
+    #[must_use]
+    pub fn count_invalid_in(mut self, invalid: InvalidObjects) -> Self {
+        self.invalid = invalid;
         self
     }
 
@@ -178,6 +193,7 @@ impl KubeWatches {
             endpoints,
             bodies,
             refresh,
+            invalid,
         } = self;
         let (dirty_tx, dirty_rx) = watch::channel(0u64);
         let dirty = Arc::new(dirty_tx);
@@ -190,6 +206,10 @@ impl KubeWatches {
                 "interceptorroutes",
                 ir_writer,
                 track_health(&route_health[0], |_| true, mark_dirty(&dirty)),
+            )
+            .checked(
+                Checks::new(|ir: &InterceptorRoute| ir.spec.validate().map_err(|e| e.to_string()))
+                    .counted(invalid.clone()),
             ),
             WatchSpec::boxed(
                 "httpscaledobjects",
@@ -200,6 +220,10 @@ impl KubeWatches {
                     |e| !is_not_found(e),
                     httpsos_changed(&dirty, so_missing_tx),
                 ),
+            )
+            .checked(
+                Checks::new(|so: &HTTPScaledObject| so.spec.validate().map_err(|e| e.to_string()))
+                    .counted(invalid),
             ),
             WatchSpec::boxed(
                 "endpointslices",
@@ -286,12 +310,14 @@ impl<K> Watched for K where
 {
 }
 
-/// One watched kind: its name in logs, label selector, store and what a change means.
+/// One watched kind: its name in logs, label selector, store, what a change means and, for
+/// kinds our types or validation may refuse, the per-object checks.
 struct WatchSpec<K: Watched> {
     kind: &'static str,
     config: watcher::Config,
     writer: reflector::store::Writer<K>,
     on_change: OnChange<K>,
+    checks: Option<Checks<K>>,
 }
 
 impl<K: Watched> WatchSpec<K> {
@@ -306,7 +332,14 @@ impl<K: Watched> WatchSpec<K> {
             config: watcher::Config::default(),
             writer,
             on_change: Box::new(on_change),
+            checks: None,
         })
+    }
+
+    /// Objects are decoded one by one and skipped when they fail `checks`.
+    fn checked(mut self: Box<Self>, checks: Checks<K>) -> Box<Self> {
+        self.checks = Some(checks);
+        self
     }
 
     /// Only objects matching the label selector.
@@ -339,9 +372,38 @@ trait StartWatch {
 
 impl<K: Watched> StartWatch for WatchSpec<K> {
     fn start(self: Box<Self>, scope: &Scope) {
-        spawn_watch(scope.api(), *self, scope.stop.clone());
+        let WatchSpec {
+            kind,
+            config,
+            writer,
+            on_change,
+            checks,
+        } = *self;
+        let stream: EventStream<K> = match checks {
+            Some(checks) => reflect_checked(
+                scope.client.clone(),
+                scope.namespace.as_deref(),
+                config,
+                writer,
+                checks,
+            )
+            .boxed(),
+            None => reflector::reflector(
+                writer,
+                watcher(scope.api(), config)
+                    .backoff(QuickBackoff::default())
+                    .modify(|obj: &mut K| {
+                        obj.meta_mut().managed_fields = None;
+                    }),
+            )
+            .boxed(),
+        };
+        spawn_watch(kind, stream, on_change, scope.stop.clone());
     }
 }
+
+/// The reflected events of one watch.
+type EventStream<K> = BoxStream<'static, Result<watcher::Event<K>, watcher::Error>>;
 
 /// Routes: any change or completed list marks the table dirty.
 fn mark_dirty<K>(dirty: &Arc<watch::Sender<u64>>) -> impl FnMut(Change<'_, K>) + Send + 'static {
@@ -456,24 +518,14 @@ async fn all_synced(
         && configmaps.wait_until_ready().await.is_ok()
 }
 
-/// Runs one watch: reflects `spec`'s kind into its store and reports each change.
-fn spawn_watch<K: Watched>(api: Api<K>, spec: WatchSpec<K>, stop: CancellationToken) {
-    let WatchSpec {
-        kind,
-        config,
-        writer,
-        mut on_change,
-    } = spec;
-    let stream = reflector::reflector(
-        writer,
-        watcher(api, config)
-            .default_backoff()
-            .modify(|obj: &mut K| {
-                obj.meta_mut().managed_fields = None;
-            }),
-    );
+/// Runs one watch: drives `stream` (which fills the kind's store) and reports each change.
+fn spawn_watch<K: Watched>(
+    kind: &'static str,
+    mut stream: EventStream<K>,
+    mut on_change: OnChange<K>,
+    stop: CancellationToken,
+) {
     tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
         loop {
             let event = tokio::select! {
                 () = stop.cancelled() => break,
