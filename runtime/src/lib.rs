@@ -11,6 +11,7 @@
 
 pub mod config;
 pub mod logging;
+pub mod otel;
 pub mod serve;
 pub mod signal;
 pub mod watch;
