@@ -50,6 +50,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod queue;
 pub mod routing;
+pub mod telemetry;
 pub mod tls;
 pub mod watches;
 
@@ -87,6 +88,9 @@ pub enum Error {
     /// The TLS listener could not be configured.
     #[error("TLS listener: {0}")]
     Tls(#[from] tls::TlsError),
+    /// The OpenTelemetry exporters could not be set up.
+    #[error("OpenTelemetry: {0}")]
+    Telemetry(#[from] keda_http_runtime::otel::OtelError),
 }
 
 /// The addresses actually bound (useful with port 0).
@@ -120,6 +124,7 @@ pub struct Interceptor {
     proxy: Arc<Proxy>,
     registry: Arc<Registry>,
     lifecycle: Arc<Lifecycle>,
+    telemetry: telemetry::Telemetry,
 }
 
 impl std::fmt::Debug for Interceptor {
@@ -156,6 +161,7 @@ impl Interceptor {
             &mut registry,
         ));
         let lifecycle = Arc::new(Lifecycle::new());
+        let tracer = telemetry::start_tracing(&config, &mut registry)?;
         let settings = ProxySettings {
             request_timeout: config.request_timeout,
             response_header_timeout: config.effective_response_header_timeout(),
@@ -165,14 +171,22 @@ impl Interceptor {
             cold_start_header: config.enable_cold_start_header,
             direct_pod_routing: config.direct_pod_routing,
         };
-        let proxy = Arc::new(Proxy::new(
-            routes.clone(),
-            cold,
-            bodies,
-            metrics,
-            settings,
-            Arc::clone(&lifecycle),
-        ));
+        let proxy = Arc::new(
+            Proxy::new(
+                routes.clone(),
+                cold,
+                bodies,
+                metrics,
+                settings,
+                Arc::clone(&lifecycle),
+            )
+            .with_tracer(tracer.clone()),
+        );
+        let registry = Arc::new(registry);
+        let telemetry = telemetry::Telemetry {
+            metrics: telemetry::metrics_push(&config, &registry)?,
+            tracing: tracer,
+        };
         Ok(Self {
             config,
             listeners,
@@ -180,8 +194,9 @@ impl Interceptor {
             routes,
             queue,
             proxy,
-            registry: Arc::new(registry),
+            registry,
             lifecycle,
+            telemetry,
         })
     }
 
@@ -209,12 +224,14 @@ impl Interceptor {
     /// `KEDA_HTTP_SHUTDOWN_DELAY` while still serving; close the proxy listener; drain
     /// in-flight requests and upgraded connections within `KEDA_HTTP_DRAIN_TIMEOUT` (0: no
     /// bound; past it the rest are dropped); then stop the admin and metrics listeners.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+        let telemetry = std::mem::take(&mut self.telemetry).start();
         let running = self.serve();
         shutdown.await;
         running.not_ready().await;
         let running = running.drain().await;
         running.stop().await;
+        telemetry.stop().await;
         Ok(())
     }
 

@@ -20,6 +20,7 @@ use tokio::net::TcpStream;
 use super::body::UpstreamBody;
 use super::error::{BoxError, ProxyError};
 use crate::endpoints::{AppProtocol, Pool, PortLookup, TargetPort};
+use crate::telemetry::{AttemptSpan, Endpoint, RequestTrace};
 
 /// Connect attempts per request, each on a different ready endpoint.
 pub const MAX_CONNECT_ATTEMPTS: usize = 3;
@@ -268,6 +269,8 @@ struct Head<'a> {
     /// The client's authority.
     host: &'a HeaderValue,
     response_header_timeout: Duration,
+    /// The request's trace, when traced.
+    trace: Option<&'a RequestTrace>,
 }
 
 impl Head<'_> {
@@ -309,6 +312,20 @@ impl Head<'_> {
             req.headers_mut().insert(header::HOST, self.host.clone());
         }
         Ok(req)
+    }
+}
+
+/// Records how an attempt ended on its span.
+fn attempt_outcome(
+    span: Option<&AttemptSpan<'_>>,
+    response: &Result<Response<Incoming>, AttemptError>,
+) {
+    match (span, response) {
+        (None, _) => {}
+        (Some(span), Ok(response)) => span.status(response.status()),
+        (Some(span), Err(AttemptError::Connect { error, .. } | AttemptError::Upstream(error))) => {
+            span.fail(error);
+        }
     }
 }
 
@@ -389,6 +406,7 @@ impl Upstream {
                 .unwrap_or_else(|| PathAndQuery::from_static("/")),
             host,
             response_header_timeout,
+            trace: parts.extensions.get::<RequestTrace>(),
         };
         if self.direct_pod_routing {
             self.send_to_endpoints(pool, &head, parts.headers, body)
@@ -396,14 +414,21 @@ impl Upstream {
         } else {
             let authority = service_authority(pool)?;
             let address = Address::Service(&authority);
+            let span = head
+                .trace
+                .map(|t| t.attempt(Endpoint::Authority(&authority), 0));
+            let mut headers = parts.headers;
+            if let Some(span) = &span {
+                span.inject(&mut headers);
+            }
             let conn = self
                 .connect(pool.app_protocol(), address)
                 .await
                 .map_err(AttemptError::into_proxy_error)?;
-            let req = head.request(parts.headers, UpstreamBody::once(body), address, &conn)?;
-            self.send_on(conn, req, head.response_header_timeout)
-                .await
-                .map_err(AttemptError::into_proxy_error)
+            let req = head.request(headers, UpstreamBody::once(body), address, &conn)?;
+            let response = self.send_on(conn, req, head.response_header_timeout).await;
+            attempt_outcome(span.as_ref(), &response);
+            response.map_err(AttemptError::into_proxy_error)
         }
     }
 
@@ -424,10 +449,14 @@ impl Upstream {
             };
             tried[attempt] = addr;
             let address = Address::Endpoint(addr);
+            let span = head.trace.map(|t| t.attempt(Endpoint::Addr(addr), attempt));
             let conn = match self.connect(pool.app_protocol(), address).await {
                 Ok(conn) => conn,
                 Err(AttemptError::Connect { timeout, error }) => {
                     tracing::debug!(%addr, %error, timeout, "upstream connect failed");
+                    if let Some(span) = &span {
+                        span.fail(&error);
+                    }
                     last = Some((timeout, error));
                     continue;
                 }
@@ -438,14 +467,19 @@ impl Upstream {
             let retry = matches!(conn, Conn::Http1)
                 && attempt + 1 < MAX_CONNECT_ATTEMPTS
                 && pool.current().ready.len() > attempt + 1;
-            let (upstream_body, reclaim, attempt_headers) = if retry {
+            let (upstream_body, reclaim, mut attempt_headers) = if retry {
                 let (upstream_body, reclaim) = UpstreamBody::reclaimable(body);
                 (upstream_body, Some(reclaim), headers.clone())
             } else {
                 (UpstreamBody::once(body), None, std::mem::take(&mut headers))
             };
+            if let Some(span) = &span {
+                span.inject(&mut attempt_headers);
+            }
             let req = head.request(attempt_headers, upstream_body, address, &conn)?;
-            match self.send_on(conn, req, head.response_header_timeout).await {
+            let response = self.send_on(conn, req, head.response_header_timeout).await;
+            attempt_outcome(span.as_ref(), &response);
+            match response {
                 Ok(response) => return Ok(response),
                 Err(AttemptError::Upstream(e)) => return Err(upstream_error(e)),
                 Err(AttemptError::Connect { timeout, error }) => {

@@ -22,11 +22,19 @@ pub struct OtelArgs {
     pub otel_exporter_otlp_endpoint: Option<String>,
 
     /// OTLP traces address, used as is (overrides the base address).
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", hide_short_help = true)]
+    #[arg(
+        long,
+        env = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        hide_short_help = true
+    )]
     pub otel_exporter_otlp_traces_endpoint: Option<String>,
 
     /// OTLP metrics address, used as is (overrides the base address).
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", hide_short_help = true)]
+    #[arg(
+        long,
+        env = "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+        hide_short_help = true
+    )]
     pub otel_exporter_otlp_metrics_endpoint: Option<String>,
 
     /// Headers sent with every export, `key=value,key2=value2`.
@@ -34,11 +42,19 @@ pub struct OtelArgs {
     pub otel_exporter_otlp_headers: Option<String>,
 
     /// Headers of trace exports (added to, and overriding, OTEL_EXPORTER_OTLP_HEADERS).
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_TRACES_HEADERS", hide_short_help = true)]
+    #[arg(
+        long,
+        env = "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+        hide_short_help = true
+    )]
     pub otel_exporter_otlp_traces_headers: Option<String>,
 
     /// Headers of metric exports (added to, and overriding, OTEL_EXPORTER_OTLP_HEADERS).
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_METRICS_HEADERS", hide_short_help = true)]
+    #[arg(
+        long,
+        env = "OTEL_EXPORTER_OTLP_METRICS_HEADERS",
+        hide_short_help = true
+    )]
     pub otel_exporter_otlp_metrics_headers: Option<String>,
 
     /// Timeout of one export, in milliseconds [default: 10000].
@@ -46,16 +62,28 @@ pub struct OtelArgs {
     pub otel_exporter_otlp_timeout: Option<u64>,
 
     /// Timeout of one trace export, in milliseconds (overrides OTEL_EXPORTER_OTLP_TIMEOUT).
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", hide_short_help = true)]
+    #[arg(
+        long,
+        env = "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+        hide_short_help = true
+    )]
     pub otel_exporter_otlp_traces_timeout: Option<u64>,
 
     /// Timeout of one metrics export, in milliseconds (overrides OTEL_EXPORTER_OTLP_TIMEOUT).
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", hide_short_help = true)]
+    #[arg(
+        long,
+        env = "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT",
+        hide_short_help = true
+    )]
     pub otel_exporter_otlp_metrics_timeout: Option<u64>,
 
     /// OTLP metrics protocol: http/protobuf (the official add-on's) or grpc
     /// [default: OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf].
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", hide_short_help = true)]
+    #[arg(
+        long,
+        env = "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+        hide_short_help = true
+    )]
     pub otel_exporter_otlp_metrics_protocol: Option<String>,
 
     /// OTLP protocol of every signal without its own setting: http/protobuf or grpc.
@@ -321,7 +349,9 @@ fn parse_pairs(var: &str, value: Option<&str>) -> Result<Vec<(String, String)>, 
             })?;
             let k = k.trim();
             if k.is_empty() {
-                return Err(OtelError::Invalid(format!("invalid {var}: empty key in {item:?}")));
+                return Err(OtelError::Invalid(format!(
+                    "invalid {var}: empty key in {item:?}"
+                )));
             }
             Ok((k.to_owned(), percent_decode(v.trim())))
         })
@@ -427,9 +457,15 @@ mod tests {
             vec![("a".into(), "1".into()), ("b".into(), "x y".into())]
         );
         assert_eq!(s.traces_timeout, Duration::from_millis(250));
-        assert_eq!(s.sampler, SamplerSetting::ParentBased(ParentRoot::Ratio(0.1)));
+        assert_eq!(
+            s.sampler,
+            SamplerSetting::ParentBased(ParentRoot::Ratio(0.1))
+        );
         assert_eq!(s.service_name, "mine");
-        assert_eq!(s.resource_attributes, vec![("k8s.pod.name".into(), "p1".into())]);
+        assert_eq!(
+            s.resource_attributes,
+            vec![("k8s.pod.name".into(), "p1".into())]
+        );
         assert_eq!(s.metric_export_interval, Duration::from_secs(5));
     }
 

@@ -45,7 +45,10 @@ impl std::fmt::Debug for MetricsPush {
 }
 
 /// Where pushes go.
-#[expect(clippy::large_enum_variant, reason = "one per process, never moved after start")]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one per process, never moved after start"
+)]
 enum Sink {
     Http {
         client: ExportClient,
@@ -72,11 +75,10 @@ impl MetricsPush {
         };
         let sink = match settings.metrics_protocol {
             Protocol::Grpc => {
-                let endpoint = tonic::transport::Endpoint::from_shared(
-                    settings.metrics_endpoint.clone(),
-                )
-                .map_err(|e| invalid(&e))?
-                .timeout(settings.metrics_timeout);
+                let endpoint =
+                    tonic::transport::Endpoint::from_shared(settings.metrics_endpoint.clone())
+                        .map_err(|e| invalid(&e))?
+                        .timeout(settings.metrics_timeout);
                 let mut metadata = tonic::metadata::MetadataMap::new();
                 for (k, v) in &settings.metrics_headers {
                     let key = tonic::metadata::MetadataKey::from_bytes(k.as_bytes())
@@ -92,23 +94,24 @@ impl MetricsPush {
             Protocol::HttpProtobuf | Protocol::Console => {
                 let mut headers = http::HeaderMap::new();
                 for (k, v) in &settings.metrics_headers {
-                    let name = http::HeaderName::from_bytes(k.as_bytes()).map_err(|e| invalid(&e))?;
+                    let name =
+                        http::HeaderName::from_bytes(k.as_bytes()).map_err(|e| invalid(&e))?;
                     headers.insert(name, v.parse().map_err(|e| invalid(&e))?);
                 }
                 Sink::Http {
                     client: ExportClient::new(settings.metrics_timeout)
                         .ok_or_else(|| OtelError::Exporter("no tokio runtime".into()))?,
-                    endpoint: settings
-                        .metrics_endpoint
-                        .parse()
-                        .map_err(|e| invalid(&e))?,
+                    endpoint: settings.metrics_endpoint.parse().map_err(|e| invalid(&e))?,
                     headers,
                 }
             }
         };
         let resource = Resource {
             attributes: std::iter::once(("service.name", settings.service_name.as_str()))
-                .chain(std::iter::once(("service.version", env!("CARGO_PKG_VERSION"))))
+                .chain(std::iter::once((
+                    "service.version",
+                    env!("CARGO_PKG_VERSION"),
+                )))
                 .chain(
                     settings
                         .resource_attributes
@@ -472,7 +475,11 @@ mod tests {
         let names: Vec<_> = metrics.iter().map(|m| m.name.as_str()).collect();
         assert_eq!(
             names,
-            ["demo_request_count_total", "demo_concurrency", "demo_duration_seconds"]
+            [
+                "demo_request_count_total",
+                "demo_concurrency",
+                "demo_duration_seconds"
+            ]
         );
         let Some(metric::Data::Sum(sum)) = &metrics[0].data else {
             panic!("not a sum: {:?}", metrics[0]);

@@ -20,9 +20,9 @@ use opentelemetry_sdk::trace::{
 };
 use prometheus_client::metrics::counter::Counter;
 
+use super::OtelError;
 use super::args::{OtelSettings, ParentRoot, Protocol, SamplerSetting};
 use super::http::ExportClient;
-use super::OtelError;
 
 /// Spans buffered for export; more are dropped (the request path never waits).
 pub const MAX_QUEUED_SPANS: usize = 2048;
@@ -71,7 +71,13 @@ impl Tracing {
                     .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
                     .with_endpoint(settings.traces_endpoint.clone())
                     .with_timeout(settings.traces_timeout)
-                    .with_headers(settings.traces_headers.iter().cloned().collect::<HashMap<_, _>>())
+                    .with_headers(
+                        settings
+                            .traces_headers
+                            .iter()
+                            .cloned()
+                            .collect::<HashMap<_, _>>(),
+                    )
                     .with_http_client(client)
                     .build()
                     .map_err(|e| OtelError::Exporter(e.to_string()))?;
