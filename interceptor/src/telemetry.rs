@@ -25,7 +25,6 @@ use opentelemetry_sdk::trace::SdkTracer;
 use prometheus_client::registry::Registry;
 
 use crate::config::Config;
-use crate::proxy::{Peer, ProxyError};
 use crate::routing::Route;
 
 /// `service.name` unless `OTEL_SERVICE_NAME` says otherwise.
@@ -106,16 +105,21 @@ impl RequestTracer {
         &self.pipeline
     }
 
-    /// Starts the server span of `req` (a child of the client's `traceparent`, if any) and
-    /// puts it in the request's extensions.
-    pub fn start<B>(self: &Arc<Self>, req: &mut Request<B>, peer: Peer) -> RequestTrace {
+    /// Starts the server span of `req` from `client` (over TLS when `tls`), a child of the
+    /// client's `traceparent` if any, and puts it in the request's extensions.
+    pub fn start<B>(
+        self: &Arc<Self>,
+        req: &mut Request<B>,
+        client: SocketAddr,
+        tls: bool,
+    ) -> RequestTrace {
         let parent = self.propagator.extract(&Headers(req.headers()));
         let mut attributes = vec![
             KeyValue::new("http.request.method", req.method().as_str().to_owned()),
             KeyValue::new("url.path", req.uri().path().to_owned()),
-            KeyValue::new("url.scheme", if peer.tls { "https" } else { "http" }),
-            KeyValue::new("client.address", peer.addr.ip().to_string()),
-            KeyValue::new("client.port", i64::from(peer.addr.port())),
+            KeyValue::new("url.scheme", if tls { "https" } else { "http" }),
+            KeyValue::new("client.address", client.ip().to_string()),
+            KeyValue::new("client.port", i64::from(client.port())),
             KeyValue::new("network.protocol.version", version(req.version())),
         ];
         if let Some(host) = req
@@ -277,7 +281,7 @@ impl ColdStartSpan {
 
     /// Ends the wait with the outcome of a hold: the target woke (`Some(true)`), the fallback
     /// (`None`), or a timeout.
-    pub fn end_hold<T>(self, held: &Result<(T, Option<bool>), ProxyError>) {
+    pub fn end_hold<T, E>(self, held: &Result<(T, Option<bool>), E>) {
         self.end(match held {
             Ok((_, Some(_))) => "woke",
             Ok((_, None)) => "fallback",

@@ -197,7 +197,10 @@ impl Proxy {
         mut req: Request<Incoming>,
         peer: Peer,
     ) -> Response<ProxyBody> {
-        let trace = self.tracer.as_ref().map(|t| t.start(&mut req, peer));
+        let trace = self
+            .tracer
+            .as_ref()
+            .map(|t| t.start(&mut req, peer.addr, peer.tls));
         let mut completion =
             Completion::start(Arc::clone(&self.metrics), MethodLabel::of(req.method()));
         if self.settings.log_requests {
