@@ -69,7 +69,7 @@ impl Proxy {
         if pool.has_ready() {
             return Ok(admitted(pool, Some(false)));
         }
-        let trace = RequestTrace::of(req);
+        let trace = self.tracer.as_ref().and_then(|_| RequestTrace::of(req));
         match self.cold.admit(route) {
             Admission::Placeholder(placeholder) => {
                 if let Some(trace) = trace {

@@ -252,7 +252,9 @@ impl Proxy {
             Arc::clone(route.ok_or(ProxyError::NoRoute)?)
         };
         completion.set_route(&route.metrics);
-        if let Some(trace) = RequestTrace::of(req) {
+        if self.tracer.is_some()
+            && let Some(trace) = RequestTrace::of(req)
+        {
             trace.set_route(&route);
         }
         // Static routes: answered, or forwarded uncounted when ready (compat §1.3 layer 5).
