@@ -537,8 +537,10 @@ def test_interceptor_env_defaults(addon_default):
     # The hold queue is bounded by default, as the binary's own default (README "cold start").
     assert env["KEDA_HTTP_COLD_START_MAX_PENDING_REQUESTS"] == "1000"
     # Empty timeouts leave the env unset, so the binaries' defaults apply.
+    # OTLP export off leaves its variables to extraEnvs (the official chart's only way).
     for unset in ("KEDA_HTTP_REQUEST_TIMEOUT", "KEDA_HTTP_RESPONSE_HEADER_TIMEOUT",
-                  "KEDA_HTTP_READINESS_TIMEOUT", "KEDA_HTTP_CONNECT_TIMEOUT"):
+                  "KEDA_HTTP_READINESS_TIMEOUT", "KEDA_HTTP_CONNECT_TIMEOUT",
+                  "OTEL_EXPORTER_OTLP_METRICS_ENABLED", "OTEL_EXPORTER_OTLP_TRACES_ENABLED"):
         assert unset not in env
 
 
@@ -570,6 +572,10 @@ def test_every_value_reaches_its_env(addon_all):
         "KEDA_HTTP_PROXY_TLS_CURVE_PREFERENCES": "X25519,CurveP256",
         "KEDA_HTTP_TLS_CA_DIRS": "/etc/ca/one,/etc/ca/two",
         "PROFILING_BIND_ADDRESS": "127.0.0.1:9086", "KEDA_HTTP_LOG_REQUESTS": "true"}
+    assert {k: i[k] for k in ("OTEL_EXPORTER_OTLP_METRICS_ENABLED", "OTEL_EXPORTER_OTLP_TRACES_ENABLED",
+                              "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")} == {
+        "OTEL_EXPORTER_OTLP_METRICS_ENABLED": "true", "OTEL_EXPORTER_OTLP_TRACES_ENABLED": "true",
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf"}
     ic = container(addon_all, "keda-add-ons-http-interceptor")
     assert ic["args"] == ["--zap-log-level=debug", "--zap-encoder=json", "--zap-time-encoding=millis",
                           "--zap-stacktrace-level=error"]

@@ -16,6 +16,7 @@ use clap::{ArgAction, Parser};
 use keda_http_api::duration::parse_go_duration;
 use keda_http_runtime::config::go_bool;
 use keda_http_runtime::logging::ZapFlags;
+use keda_http_runtime::otel::OtelArgs;
 
 pub use keda_http_runtime::config::{ConfigError, EXIT_CONFIG};
 pub use keda_http_runtime::logging::LogFormat;
@@ -270,17 +271,24 @@ pub struct Config {
     #[arg(long, env = "OTEL_PROM_EXPORTER_PORT", default_value_t = 2223)]
     pub otel_prom_exporter_port: u16,
 
-    /// OTLP/HTTP metrics export (accepted; not implemented yet).
+    /// Push the /metrics instruments over OTLP every OTEL_METRIC_EXPORT_INTERVAL (same names;
+    /// http/protobuf unless OTEL_EXPORTER_OTLP_METRICS_PROTOCOL=grpc).
     #[arg(long, env = "OTEL_EXPORTER_OTLP_METRICS_ENABLED", default_value = "false", value_parser = go_bool, action = ArgAction::Set)]
     pub otel_exporter_otlp_metrics_enabled: bool,
 
-    /// OTLP tracing (accepted; not implemented yet).
+    /// Trace every request (server, cold-start wait and upstream attempt spans; W3C
+    /// traceparent in and out), sampled by OTEL_TRACES_SAMPLER.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_TRACES_ENABLED", default_value = "false", value_parser = go_bool, action = ArgAction::Set)]
     pub otel_exporter_otlp_traces_enabled: bool,
 
     /// OTLP traces protocol: console, http/protobuf or grpc.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", default_value = "console", value_parser = traces_protocol)]
     pub otel_exporter_otlp_traces_protocol: String,
+
+    /// The standard OpenTelemetry SDK variables (endpoints, headers, timeouts, sampler,
+    /// resource, metric export interval).
+    #[command(flatten)]
+    pub otel: OtelArgs,
 
     /// The controller-runtime logging flags (`--zap-log-level`, `--zap-encoder`, ...).
     #[command(flatten)]

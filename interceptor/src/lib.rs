@@ -51,6 +51,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod queue;
 pub mod routing;
+pub mod telemetry;
 pub mod tls;
 pub mod upstream_tls;
 pub mod watches;
@@ -92,6 +93,9 @@ pub enum Error {
     /// TLS to the backends could not be configured.
     #[error("backend TLS: {0}")]
     BackendTls(#[source] tls::TlsError),
+    /// The OpenTelemetry exporters could not be set up.
+    #[error("OpenTelemetry: {0}")]
+    Telemetry(#[from] keda_http_runtime::otel::OtelError),
 }
 
 /// The addresses actually bound (useful with port 0).
@@ -126,6 +130,7 @@ pub struct Interceptor {
     registry: Arc<Registry>,
     lifecycle: Arc<Lifecycle>,
     invalid_objects: keda_http_runtime::watch::InvalidObjects,
+    telemetry: telemetry::Telemetry,
 }
 
 impl std::fmt::Debug for Interceptor {
@@ -163,6 +168,7 @@ impl Interceptor {
             &mut registry,
         ));
         let lifecycle = Arc::new(Lifecycle::new());
+        let tracer = telemetry::start_tracing(&config, &mut registry)?;
         let settings = ProxySettings {
             request_timeout: config.request_timeout,
             response_header_timeout: config.effective_response_header_timeout(),
@@ -180,14 +186,22 @@ impl Interceptor {
                 false => None,
             },
         };
-        let proxy = Arc::new(Proxy::new(
-            routes.clone(),
-            cold,
-            bodies,
-            metrics,
-            settings,
-            Arc::clone(&lifecycle),
-        ));
+        let proxy = Arc::new(
+            Proxy::new(
+                routes.clone(),
+                cold,
+                bodies,
+                metrics,
+                settings,
+                Arc::clone(&lifecycle),
+            )
+            .with_tracer(tracer.clone()),
+        );
+        let registry = Arc::new(registry);
+        let telemetry = telemetry::Telemetry {
+            metrics: telemetry::metrics_push(&config, &registry)?,
+            tracing: tracer,
+        };
         Ok(Self {
             config,
             listeners,
@@ -195,9 +209,10 @@ impl Interceptor {
             routes,
             queue,
             proxy,
-            registry: Arc::new(registry),
+            registry,
             lifecycle,
             invalid_objects,
+            telemetry,
         })
     }
 
@@ -239,12 +254,14 @@ impl Interceptor {
     /// the deadline, requests still held for a cold start are answered 503 with `Retry-After`
     /// and `Connection: close`, then the rest are dropped); then stop the admin and metrics
     /// listeners.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+        let telemetry = std::mem::take(&mut self.telemetry).start();
         let running = self.serve();
         shutdown.await;
         running.not_ready().await;
         let running = running.drain().await;
         running.stop().await;
+        telemetry.stop().await;
         Ok(())
     }
 

@@ -12,6 +12,7 @@
 
 pub mod config;
 pub mod logging;
+pub mod otel;
 pub mod process;
 pub mod serve;
 pub mod signal;

@@ -46,11 +46,11 @@ pub const ENV_DRAIN_TIMEOUT: &str = "KEDA_HTTP_SCALER_DRAIN_TIMEOUT";
 pub const ENV_PROM_ENABLED: &str = "OTEL_PROM_EXPORTER_ENABLED";
 /// Environment variable of the `/metrics` port.
 pub const ENV_PROM_PORT: &str = "OTEL_PROM_EXPORTER_PORT";
-/// Environment variable enabling OTLP metrics export (accepted; not implemented).
+/// Environment variable enabling OTLP metrics export.
 pub const ENV_OTLP_METRICS: &str = "OTEL_EXPORTER_OTLP_METRICS_ENABLED";
-/// Environment variable enabling OTLP tracing (accepted; not implemented).
+/// Environment variable enabling OTLP tracing.
 pub const ENV_OTLP_TRACES: &str = "OTEL_EXPORTER_OTLP_TRACES_ENABLED";
-/// Environment variable of the OTLP trace protocol (validated as upstream; not implemented).
+/// Environment variable of the OTLP trace protocol (validated as upstream).
 pub const ENV_OTLP_TRACES_PROTOCOL: &str = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL";
 /// Environment variable of the profiling address (accepted, unused).
 pub const ENV_PROFILING: &str = "PROFILING_BIND_ADDRESS";
@@ -149,12 +149,13 @@ pub struct Config {
     #[arg(long, env = ENV_PROM_PORT, default_value_t = 2223)]
     pub prometheus_port: u16,
 
-    /// OTLP metrics export (accepted for compatibility; not implemented, a warning is logged).
+    /// Push the /metrics instruments over OTLP every OTEL_METRIC_EXPORT_INTERVAL (same names;
+    /// http/protobuf unless OTEL_EXPORTER_OTLP_METRICS_PROTOCOL=grpc).
     #[arg(long, env = ENV_OTLP_METRICS, default_value = "false",
           value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set)]
     pub otlp_metrics_enabled: bool,
 
-    /// OTLP tracing (accepted for compatibility; not implemented, a warning is logged).
+    /// A server span per gRPC call (W3C traceparent from KEDA), sampled by OTEL_TRACES_SAMPLER.
     #[arg(long, env = ENV_OTLP_TRACES, default_value = "false",
           value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set)]
     pub otlp_traces_enabled: bool,
@@ -170,6 +171,11 @@ pub struct Config {
     /// when set).
     #[arg(long, env = ENV_PROFILING)]
     pub profiling_bind_address: Option<String>,
+
+    /// The standard OpenTelemetry SDK variables (endpoints, headers, timeouts, sampler,
+    /// resource, metric export interval).
+    #[command(flatten)]
+    pub otel: keda_http_runtime::otel::OtelArgs,
 
     /// The controller-runtime logging flags; `--zap-log-level` and `--zap-encoder` also read
     /// KEDA_HTTP_LOG_LEVEL and KEDA_HTTP_LOG_FORMAT.

@@ -41,5 +41,6 @@ mod push;
 pub mod rate;
 mod server;
 pub mod targets;
+pub mod telemetry;
 
 pub use server::{Error, Scaler, Settings};

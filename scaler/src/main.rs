@@ -7,11 +7,13 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use keda_http_runtime::logging::{self, LogFormat, LogStream};
+use keda_http_runtime::otel::metrics::MetricsPush;
+use keda_http_runtime::otel::traces::Tracing;
 use keda_http_runtime::{config, signal};
 use keda_http_scaler::config::Config;
 use keda_http_scaler::metrics::{self, Metrics};
 use keda_http_scaler::targets::KubeTargets;
-use keda_http_scaler::{Scaler, Settings, discovery};
+use keda_http_scaler::{Scaler, Settings, discovery, telemetry};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -46,9 +48,12 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
-    if config.otlp_metrics_enabled || config.otlp_traces_enabled {
-        tracing::warn!("OTLP export is not implemented by this scaler; use /metrics and logs");
-    }
+    let otel = telemetry::settings(&config).context("OpenTelemetry settings")?;
+    let tracing_pipeline = if otel.traces_enabled {
+        Some(Tracing::start(&otel, telemetry::SCOPE).context("starting the trace exporter")?)
+    } else {
+        None
+    };
     let grpc = bind(config.bind_address, config.port)
         .await
         .with_context(|| format!("binding the gRPC port {}", config.port))?;
@@ -86,8 +91,22 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let scaler_metrics = Metrics::register(&mut registry);
     invalid_objects.register_in(&mut registry);
+    if let Some(pipeline) = &tracing_pipeline {
+        registry.register(
+            "scaler_otel_dropped_spans",
+            "Spans dropped because their export to the OTLP collector failed",
+            pipeline.dropped_spans(),
+        );
+    }
     let registry = Arc::new(registry);
     let shutdown = CancellationToken::new();
+    let otlp_metrics = if otel.metrics_enabled {
+        let push = MetricsPush::new(&otel, telemetry::SCOPE, Arc::clone(&registry))
+            .context("starting the OTLP metrics push")?;
+        Some(tokio::spawn(push.run(shutdown.clone())))
+    } else {
+        None
+    };
     let metrics_task = metrics_listener.map(|listener| {
         let stop = shutdown.clone();
         tokio::spawn(metrics::serve(
@@ -114,7 +133,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         push = settings.push,
         "keda-http-scaler serving"
     );
-    let scaler = Scaler::new(settings, interceptors, Arc::new(targets), scaler_metrics);
+    let scaler = Scaler::new(settings, interceptors, Arc::new(targets), scaler_metrics)
+        .with_tracer(tracing_pipeline.as_ref().map(|p| p.tracer().clone()));
     let signal = shutdown.clone();
     let result = scaler
         .serve(grpc, async move {
@@ -127,6 +147,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
     targets_task.abort();
     if let Some(task) = metrics_task {
         let _ = task.await;
+    }
+    if let Some(task) = otlp_metrics {
+        let _ = task.await;
+    }
+    if let Some(pipeline) = tracing_pipeline {
+        // The SDK's shutdown blocks its caller while the export runs on this runtime.
+        let _ = tokio::task::spawn_blocking(move || pipeline.shutdown()).await;
     }
     result.context("serving gRPC")
 }

@@ -19,6 +19,7 @@ use crate::pinger::Pinger;
 use crate::proto::external_scaler_server::ExternalScalerServer;
 use crate::push::PushSubscriptions;
 use crate::targets::ScaledTargets;
+use crate::telemetry::TraceLayer;
 
 /// Timing and behaviour of a scaler.
 #[derive(Debug, Clone)]
@@ -65,6 +66,7 @@ pub struct Scaler {
     targets: Arc<dyn ScaledTargets>,
     metrics: Metrics,
     state: Arc<QueueState>,
+    tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
 }
 
 impl std::fmt::Debug for Scaler {
@@ -90,7 +92,15 @@ impl Scaler {
             targets,
             metrics,
             state: Arc::new(QueueState::new()),
+            tracer: None,
         }
+    }
+
+    /// Traces every gRPC call with `tracer` (none: no span work).
+    #[must_use]
+    pub fn with_tracer(mut self, tracer: Option<opentelemetry_sdk::trace::SdkTracer>) -> Self {
+        self.tracer = tracer;
+        self
     }
 
     /// The aggregate this scaler answers from (for inspection in tests and harnesses).
@@ -153,6 +163,7 @@ impl Scaler {
 
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let server = tonic::transport::Server::builder()
+            .layer(TraceLayer::new(self.tracer.clone()))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

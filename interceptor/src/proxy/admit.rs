@@ -16,6 +16,7 @@ use crate::coldstart::{self, Admission, Hold};
 use crate::endpoints::{Pool, PortLookup};
 use crate::metrics::RouteLabels;
 use crate::routing::Route;
+use crate::telemetry::RequestTrace;
 
 /// What the admit phase decided.
 pub(super) enum Admit<'r> {
@@ -72,16 +73,32 @@ impl Proxy {
         if pool.has_ready() {
             return Ok(admitted(pool, Some(false)));
         }
+        let trace = self.tracer.as_ref().and_then(|_| RequestTrace::of(req));
         match self.cold.admit(route) {
-            Admission::Placeholder(placeholder) => Ok(Admit::Answered(self.answer(
-                placeholder,
-                respond::Kind::Placeholder,
-                route,
-                req,
-            ))),
-            Admission::Reject => Err(ProxyError::HoldQueueFull),
+            Admission::Placeholder(placeholder) => {
+                if let Some(trace) = trace {
+                    trace.cold_start_answered("placeholder");
+                }
+                Ok(Admit::Answered(self.answer(
+                    placeholder,
+                    respond::Kind::Placeholder,
+                    route,
+                    req,
+                )))
+            }
+            Admission::Reject => {
+                if let Some(trace) = trace {
+                    trace.cold_start_answered("overflow");
+                }
+                Err(ProxyError::HoldQueueFull)
+            }
             Admission::Hold(hold) => {
-                let (pool, cold_start) = self.hold(route, hold, deadline).await?;
+                let span = trace.map(RequestTrace::cold_start);
+                let held = self.hold(route, hold, deadline).await;
+                if let Some(span) = span {
+                    span.end_hold(&held);
+                }
+                let (pool, cold_start) = held?;
                 Ok(admitted(pool, cold_start))
             }
         }

@@ -24,6 +24,7 @@ use super::error::{BoxError, ProxyError};
 use super::retry::Retry;
 use crate::endpoints::{AppProtocol, Pool, PortLookup, TargetPort};
 use crate::metrics::RouteLabels;
+use crate::telemetry::{AttemptSpan, Endpoint, RequestTrace};
 use crate::upstream_tls::{
     self, SendError, TlsConnectError, TlsKey, TlsPool, TlsSender, UpstreamTls,
 };
@@ -325,6 +326,16 @@ enum Address<'a> {
     Service(&'a str),
 }
 
+impl<'a> Address<'a> {
+    /// The same address as a trace attribute.
+    fn endpoint(self) -> Endpoint<'a> {
+        match self {
+            Self::Endpoint(addr) => Endpoint::Addr(addr),
+            Self::Service(authority) => Endpoint::Authority(authority),
+        }
+    }
+}
+
 /// The connection one attempt sends on.
 enum Conn {
     /// hyper-util's pooled HTTP/1.1 client (it connects, or reuses an idle connection).
@@ -345,6 +356,8 @@ struct Head<'a> {
     /// For a request that arrived over TLS: the name the backend's certificate is verified
     /// against (SNI), `<svc>.<ns>`.
     tls_name: Option<ServerName<'static>>,
+    /// The request's trace, when traced.
+    trace: Option<&'a RequestTrace>,
 }
 
 impl Head<'_> {
@@ -398,6 +411,20 @@ impl Head<'_> {
             req.headers_mut().insert(header::HOST, self.host.clone());
         }
         Ok(req)
+    }
+}
+
+/// Records how an attempt ended on its span.
+fn attempt_outcome(
+    span: Option<&AttemptSpan<'_>>,
+    response: &Result<Response<Incoming>, AttemptError>,
+) {
+    match (span, response) {
+        (None, _) => {}
+        (Some(span), Ok(response)) => span.status(response.status()),
+        (Some(span), Err(AttemptError::Connect { error, .. } | AttemptError::Upstream(error))) => {
+            span.fail(error);
+        }
     }
 }
 
@@ -498,6 +525,7 @@ impl Upstream {
             host,
             response_header_timeout,
             tls_name,
+            trace: parts.extensions.get::<RequestTrace>(),
         };
         // Counted as they happen and logged once when the request's attempts end, also when
         // the request deadline cuts them short (this future is then dropped).
@@ -553,17 +581,25 @@ impl Upstream {
                 }
             };
             let may_retry = tally.retries < self.retry.max_retries();
+            let span = head
+                .trace
+                .map(|t| t.attempt(address.endpoint(), tally.retries as usize));
             let failure = match self
                 .connect(pool.app_protocol(), address, head.tls_name.as_ref())
                 .await
             {
-                Err(AttemptError::Connect { timeout, error }) => (timeout, error),
+                Err(AttemptError::Connect { timeout, error }) => {
+                    if let Some(span) = &span {
+                        span.fail(&error);
+                    }
+                    (timeout, error)
+                }
                 Err(AttemptError::Upstream(e)) => return Err(upstream_error(e)),
                 Ok(conn) => {
                     // HTTP/1.1 connects inside the pooled client: the body comes back when
                     // that connect fails. h2c has connected already: its body goes for good.
                     let reclaim_body = may_retry && matches!(conn, Conn::Http1);
-                    let (upstream_body, reclaim, attempt_headers) = if reclaim_body {
+                    let (upstream_body, reclaim, mut attempt_headers) = if reclaim_body {
                         let (upstream_body, reclaim) =
                             UpstreamBody::reclaimable(body, client_fault.clone());
                         (upstream_body, Some(reclaim), headers.clone())
@@ -571,8 +607,13 @@ impl Upstream {
                         let upstream_body = UpstreamBody::once(body, client_fault.clone());
                         (upstream_body, None, std::mem::take(&mut headers))
                     };
+                    if let Some(span) = &span {
+                        span.inject(&mut attempt_headers);
+                    }
                     let req = head.request(attempt_headers, upstream_body, address, &conn)?;
-                    match self.send_on(conn, req, head.response_header_timeout).await {
+                    let response = self.send_on(conn, req, head.response_header_timeout).await;
+                    attempt_outcome(span.as_ref(), &response);
+                    match response {
                         Ok(response) => return Ok(response),
                         Err(_) if client_fault.is_set() => return Err(ProxyError::ClientBody),
                         Err(AttemptError::Upstream(e)) => return Err(upstream_error(e)),

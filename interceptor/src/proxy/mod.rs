@@ -53,6 +53,7 @@ use crate::coldstart::ColdStart;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::{MethodLabel, Metrics};
 use crate::routing::{Route, RouteTableHandle};
+use crate::telemetry::{RequestTrace, RequestTracer};
 use admit::Admit;
 use body::{Completion, ProxyBody};
 pub use error::ProxyError;
@@ -101,6 +102,8 @@ pub struct Proxy {
     lifecycle: Arc<Lifecycle>,
     /// Splice tasks of upgraded connections.
     upgraded: TaskTracker,
+    /// Request traces, when tracing is on.
+    tracer: Option<Arc<RequestTracer>>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -181,7 +184,15 @@ impl Proxy {
             settings,
             lifecycle,
             upgraded: TaskTracker::new(),
+            tracer: None,
         }
+    }
+
+    /// Traces every request with `tracer` (none: no span work at all).
+    #[must_use]
+    pub fn with_tracer(mut self, tracer: Option<Arc<RequestTracer>>) -> Self {
+        self.tracer = tracer;
+        self
     }
 
     /// Upgraded connections still open.
@@ -192,9 +203,13 @@ impl Proxy {
     /// Handles one request end to end: the phases in order.
     pub async fn handle(
         self: Arc<Self>,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         peer: Peer,
     ) -> Response<ProxyBody> {
+        let trace = self
+            .tracer
+            .as_ref()
+            .map(|t| t.start(&mut req, peer.addr, peer.tls));
         let mut completion =
             Completion::start(Arc::clone(&self.metrics), MethodLabel::of(req.method()));
         if self.settings.log_requests {
@@ -202,7 +217,11 @@ impl Proxy {
         }
         let version = req.version();
         let outcome = self.phases(req, peer, &mut completion).await;
-        self.finish(outcome, version, completion)
+        let response = self.finish(outcome, version, completion);
+        if let Some(trace) = trace {
+            trace.end(response.status());
+        }
+        response
     }
 
     /// `check → route → admit → forward`.
@@ -242,6 +261,11 @@ impl Proxy {
             Arc::clone(route.ok_or(ProxyError::NoRoute)?)
         };
         completion.set_route(&route.metrics);
+        if self.tracer.is_some()
+            && let Some(trace) = RequestTrace::of(req)
+        {
+            trace.set_route(&route);
+        }
         // Static routes: answered, or forwarded uncounted when ready (compat §1.3 layer 5).
         let spec = &route.source.spec;
         let Some(matched) = static_route::static_route(spec, host, req.uri().path(), req.headers())
