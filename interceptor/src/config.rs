@@ -55,6 +55,9 @@ pub enum TlsVersion {
     Tls13,
 }
 
+/// Default `KEDA_HTTP_RETRY_COUNT`: about 5 s of re-dialling a refusing backend.
+pub const DEFAULT_RETRY_COUNT: u32 = 100;
+
 /// Every interceptor setting. Field docs are the `--help` text.
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -202,7 +205,7 @@ pub struct Config {
     /// before anything was sent, with a 5–50 ms jittered backoff, rotating over the ready
     /// endpoints, within the request deadline; 0 disables retries. The default (100) covers
     /// about 5 s of a refusing backend.
-    #[arg(long, env = "KEDA_HTTP_RETRY_COUNT", default_value_t = crate::proxy::retry::DEFAULT_RETRY_COUNT)]
+    #[arg(long, env = "KEDA_HTTP_RETRY_COUNT", default_value_t = DEFAULT_RETRY_COUNT)]
     pub retry_count: u32,
 
     /// Comma-separated `Upgrade` protocols forwarded (case-insensitive); any other upgrade

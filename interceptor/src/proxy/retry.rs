@@ -18,8 +18,7 @@ use prometheus_client::registry::Registry;
 
 use crate::metrics::RouteLabels;
 
-/// Default `KEDA_HTTP_RETRY_COUNT`: about 5 s of re-dialling a refusing backend.
-pub const DEFAULT_RETRY_COUNT: u32 = 100;
+pub use crate::config::DEFAULT_RETRY_COUNT;
 
 /// Upper bound of the first backoff.
 pub const FIRST_BACKOFF: Duration = Duration::from_millis(5);
