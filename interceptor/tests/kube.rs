@@ -1019,7 +1019,9 @@ fn store_poison(api: &LocalApiServer, version: &str, kind: &str, body: Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_object_is_skipped_and_the_good_routes_are_served_after_a_restart() {
     bounded(async {
-        let api = LocalApiServer::start().await.expect("API server");
+        let api = LocalApiServer::start_with(loopback_backends())
+            .await
+            .expect("API server");
         let client = api.client().await.expect("client");
         let (a, _) = counting_backend("a").await;
         let services: Api<Service> = Api::namespaced(client.clone(), NS);

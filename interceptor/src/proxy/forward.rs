@@ -428,6 +428,29 @@ fn attempt_outcome(
     }
 }
 
+/// Where the next attempt goes: the Service address, or the next ready endpoint not yet
+/// tried (starting over once every ready endpoint has been tried).
+fn next_address<'a>(
+    pool: &Pool,
+    service: Option<&'a str>,
+    tried: &mut Vec<SocketAddr>,
+) -> Result<Address<'a>, ProxyError> {
+    if let Some(authority) = service {
+        return Ok(Address::Service(authority));
+    }
+    let no_endpoint = || ProxyError::NoReadyEndpoint(pool.target().to_string());
+    let addr = match pool.pick(tried) {
+        Some(addr) => addr,
+        None if tried.is_empty() => return Err(no_endpoint()),
+        None => {
+            tried.clear();
+            pool.pick(tried).ok_or_else(no_endpoint)?
+        }
+    };
+    tried.push(addr);
+    Ok(Address::Endpoint(addr))
+}
+
 /// The first address the cluster's DNS gives for `authority`.
 async fn resolve(authority: &str) -> Result<SocketAddr, AttemptError> {
     let connect = |error: BoxError| AttemptError::Connect {
@@ -561,25 +584,7 @@ impl Upstream {
         let mut tried: Vec<SocketAddr> = Vec::new();
         let client_fault = ClientFault::default();
         loop {
-            let address = match &service {
-                Some(authority) => Address::Service(authority),
-                None => {
-                    let addr = match pool.pick(&tried) {
-                        Some(addr) => addr,
-                        None if tried.is_empty() => {
-                            return Err(ProxyError::NoReadyEndpoint(pool.target().to_string()));
-                        }
-                        None => {
-                            tried.clear();
-                            pool.pick(&tried).ok_or_else(|| {
-                                ProxyError::NoReadyEndpoint(pool.target().to_string())
-                            })?
-                        }
-                    };
-                    tried.push(addr);
-                    Address::Endpoint(addr)
-                }
-            };
+            let address = next_address(pool, service.as_deref(), &mut tried)?;
             let may_retry = tally.retries < self.retry.max_retries();
             let span = head
                 .trace
