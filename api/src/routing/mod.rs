@@ -11,7 +11,7 @@
 //! - [`kind`]: the one [`RouteKind`] (InterceptorRoute or HTTPScaledObject).
 //! - [`key`]: the normalised [`RouteKey`] (host + path prefix + header set) a route claims, and
 //!   conflict detection between routes.
-//! - [`collect`]: turning watched InterceptorRoutes and HTTPScaledObjects into
+//! - [`collect`](mod@collect): turning watched InterceptorRoutes and HTTPScaledObjects into
 //!   [`RouteSource`]s: HTTPScaledObjects converted, invalid objects dropped with their reason,
 //!   an InterceptorRoute winning a namespace/name clash.
 //! - [`builders`]: small constructors for specs and objects, for tests in every crate.

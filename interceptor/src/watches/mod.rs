@@ -9,7 +9,7 @@
 //!   reflector store only replaces its contents when a (re)list is complete (`InitDone`), so a
 //!   table is never built from half a list, and changes that arrive while a rebuild runs are
 //!   coalesced into the next one. Both kinds are watched with
-//!   [`reflect_checked`](keda_http_runtime::watch::reflect_checked): an object that fails to
+//!   [`reflect_checked`]: an object that fails to
 //!   decode or fails [`InterceptorRouteSpec::validate`] (or the HTTPScaledObject one) never
 //!   reaches the store, so it cannot fail a list; it is logged once per change with its reason
 //!   and counted in `keda_http_invalid_objects_total{kind}`.
