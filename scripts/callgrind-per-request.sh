@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Instructions per proxied request under callgrind, for one or more interceptor binaries
+# against the same hello backend (one keep-alive connection, files mode, no Kubernetes).
+# Counts instructions, not time, so it is repeatable on a busy machine. Startup cost cancels
+# out: each binary runs twice (200 and 1200 requests) and the difference is divided by 1000.
+#   usage: scripts/callgrind-per-request.sh HELLO_BIN INTERCEPTOR_BIN [INTERCEPTOR_BIN ...]
+#   e.g.:  cargo build --release -p keda-http-interceptor -p hello &&
+#          scripts/callgrind-per-request.sh target/release/hello target/release/keda-http-interceptor
+# Needs valgrind, curl and python3. Ports 18080-18083 on 127.0.0.1.
+set -euo pipefail
+hello=$1; shift
+dir=$(mktemp -d)
+cleanup() { kill $(jobs -p) 2>/dev/null || true; rm -rf "$dir"; }
+trap cleanup EXIT
+PORT=18080 BIND_ADDRESS=127.0.0.1 "$hello" >/dev/null 2>&1 &
+cat > "$dir/routes.json" <<'J'
+[{"apiVersion":"http.keda.sh/v1beta1","kind":"InterceptorRoute","metadata":{"namespace":"bench","name":"app"},
+  "spec":{"target":{"service":"app","port":8080},"rules":[{"hosts":["app.example.com"]}],
+          "scalingMetric":{"concurrency":{"targetValue":100}}}}]
+J
+echo '{"bench/app/8080":{"addresses":["127.0.0.1:18080"]}}' > "$dir/endpoints.json"
+run() { # BIN N -> total instructions
+  local bin=$1 n=$2 out=$dir/cg.$RANDOM
+  KEDA_HTTP_ROUTES_FILE=$dir/routes.json KEDA_HTTP_ENDPOINTS_FILE=$dir/endpoints.json \
+  KEDA_HTTP_PROXY_PORT=18081 KEDA_HTTP_ADMIN_PORT=18082 OTEL_PROM_EXPORTER_PORT=18083 \
+  KEDA_HTTP_SHUTDOWN_DELAY=0s RUST_LOG=error \
+    valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" >/dev/null 2>"$out.log" &
+  local pid=$!
+  for _ in $(seq 1 120); do
+    curl -s -o /dev/null -H 'Host: app.example.com' 127.0.0.1:18081/ && break
+    sleep 0.5
+  done
+  python3 - "$n" <<'P'
+import http.client, sys
+c = http.client.HTTPConnection("127.0.0.1", 18081)
+for _ in range(int(sys.argv[1])):
+    c.request("GET", "/", headers={"Host": "app.example.com"})
+    r = c.getresponse(); r.read()
+    assert r.status == 200, r.status
+P
+  kill -TERM "$pid"; wait "$pid" || true
+  grep -o "Collected : [0-9]*" "$out.log" | awk '{print $3}'
+}
+for bin in "$@"; do
+  a=$(run "$bin" 200); b=$(run "$bin" 1200)
+  echo "$bin: $(( (b - a) / 1000 )) instructions per request"
+done
