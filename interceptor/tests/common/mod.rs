@@ -16,13 +16,10 @@ use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use keda_http_api::InterceptorRoute;
 use keda_http_api::duration::GoDuration;
-use keda_http_api::interceptor_route::{
-    HeaderMatch, InterceptorRouteSpec, PathMatch, RouteTimeouts, RoutingRule, ScalingMetric,
-    TargetRef,
-};
+use keda_http_api::interceptor_route::RouteTimeouts;
+use keda_http_api::routing::builders;
 use keda_http_interceptor::endpoints::{EndpointSet, StaticEndpoints, Target, TargetPort};
 use keda_http_interceptor::{BoundAddrs, Config, Interceptor, Phase, RouteTableHandle};
 use tokio::net::TcpListener;
@@ -159,41 +156,10 @@ pub fn route_with(
     headers: &[(&str, Option<&str>)],
     timeouts: Option<RouteTimeouts>,
 ) -> InterceptorRoute {
-    InterceptorRoute {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            namespace: Some(ns.into()),
-            ..ObjectMeta::default()
-        },
-        spec: InterceptorRouteSpec {
-            target: TargetRef {
-                service: service.into(),
-                port: Some(80),
-                port_name: None,
-            },
-            rules: vec![RoutingRule {
-                hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
-                paths: paths
-                    .iter()
-                    .map(|p| PathMatch {
-                        value: (*p).to_owned(),
-                    })
-                    .collect(),
-                headers: headers
-                    .iter()
-                    .map(|(n, v)| HeaderMatch {
-                        name: (*n).to_owned(),
-                        value: v.map(str::to_owned),
-                    })
-                    .collect(),
-            }],
-            scaling_metric: ScalingMetric::default(),
-            cold_start: None,
-            timeouts,
-            static_routes: vec![],
-        },
-        status: None,
-    }
+    let mut spec = builders::spec(vec![builders::rule(hosts, paths, headers)]);
+    spec.target.service = service.into();
+    spec.timeouts = timeouts;
+    builders::interceptor_route(ns, name, spec)
 }
 
 pub fn timeouts(request: Option<Duration>, response_header: Option<Duration>) -> RouteTimeouts {
