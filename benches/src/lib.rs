@@ -14,6 +14,8 @@
 //! same report).
 
 pub mod criterion_results;
+pub mod goals;
+pub mod minimal_proxy;
 pub mod nginx;
 pub mod openloop;
 pub mod process;
