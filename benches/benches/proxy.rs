@@ -572,7 +572,17 @@ fn run(settings: &Settings) -> anyhow::Result<Report> {
             ));
             goals.why("workers", why);
         } else {
-            let section = workers(settings, cores, &interceptor_bin, tmp.path(), backend_addr)?;
+            let section = match workers(settings, cores, &interceptor_bin, tmp.path(), backend_addr)
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    goals.why("workers", &format!("failed: {e:#}"));
+                    Section::skipped(
+                        "Throughput with 2 Tokio workers vs 1",
+                        &format!("failed: {e:#}"),
+                    )
+                }
+            };
             goals.rps_1_worker = section.data["rps"]["1"].as_f64();
             goals.rps_2_workers = section.data["rps"]["2"].as_f64();
             goals.workers_ratio = section.data["ratio"].as_f64();
@@ -655,6 +665,13 @@ fn run(settings: &Settings) -> anyhow::Result<Report> {
                 Section::skipped("Cold start: wake latency", &format!("failed: {e:#}"))
             }
         };
+        if let Some(why) = section
+            .notes
+            .iter()
+            .find_map(|n| n.strip_prefix("skipped: "))
+        {
+            goals.why("coldstart", why);
+        }
         goals.wake_all_us = section.data["all_arrived_us"]["held"].as_f64();
         goals.wake_direct_us = section.data["all_arrived_us"]["direct"].as_f64();
         sections.push(section);

@@ -58,18 +58,19 @@ impl Goals {
         self.whys.entry(suite).or_insert_with(|| why.to_owned());
     }
 
-    /// Why a goal of `suite` has no number: not selected, a recorded reason, or a missing
-    /// peer.
+    /// Why a goal of `suite` has no number: the suite not selected, the first reason
+    /// recorded under one of `keys`, or a missing peer.
     fn why_missing(
         &self,
         settings: &Settings,
         suite: &str,
+        keys: &[&str],
         peer: Option<&Option<String>>,
     ) -> String {
         if !settings.wants(suite) {
             return format!("suite `{suite}` not in BENCH_SUITES");
         }
-        if let Some(why) = self.whys.get(suite) {
+        if let Some(why) = keys.iter().find_map(|k| self.whys.get(k)) {
             return why.clone();
         }
         if let Some(Some(why)) = peer {
@@ -91,7 +92,12 @@ impl Goals {
         g.ours = self.cpu_us.get(OURS).copied();
         g.peer = peer(NGINX, self.cpu_us.get(NGINX).copied());
         g.ratio = self.cpu_ratio_nginx;
-        g.why_missing = Some(self.why_missing(settings, "throughput", Some(&self.no_nginx)));
+        g.why_missing = Some(self.why_missing(
+            settings,
+            "throughput",
+            &["throughput"],
+            Some(&self.no_nginx),
+        ));
         rows.push(g);
 
         let mut g = Goal::new(
@@ -103,7 +109,12 @@ impl Goals {
         g.ours = self.cpu_us.get(OURS).copied();
         g.peer = peer(MINIMAL, self.cpu_us.get(MINIMAL).copied());
         g.ratio = self.cpu_ratio_minimal;
-        g.why_missing = Some(self.why_missing(settings, "throughput", Some(&self.no_minimal)));
+        g.why_missing = Some(self.why_missing(
+            settings,
+            "throughput",
+            &["throughput"],
+            Some(&self.no_minimal),
+        ));
         rows.push(g);
 
         let mut g = Goal::new(
@@ -121,7 +132,7 @@ impl Goals {
             Some(n) if n <= 0.0 && self.added_p99_ours.is_some() => {
                 "nginx added no p99 over direct in this run (no ratio; noise)".to_owned()
             }
-            _ => self.why_missing(settings, "latency", Some(&self.no_nginx)),
+            _ => self.why_missing(settings, "latency", &["latency"], Some(&self.no_nginx)),
         });
         rows.push(g);
 
@@ -133,7 +144,12 @@ impl Goals {
         );
         g.ours = self.held_bytes_ours;
         g.peer = peer(NGINX, self.held_bytes_nginx);
-        g.why_missing = Some(self.why_missing(settings, "memory", Some(&self.no_nginx)));
+        g.why_missing = Some(self.why_missing(
+            settings,
+            "memory",
+            &["held", "nginx_memory"],
+            Some(&self.no_nginx),
+        ));
         rows.push(g);
 
         let mut g = Goal::new(
@@ -144,7 +160,7 @@ impl Goals {
         );
         g.ours = self.conn_bytes_ours;
         g.peer = peer(NGINX, self.conn_bytes_nginx);
-        g.why_missing = Some(self.why_missing(settings, "memory", None));
+        g.why_missing = Some(self.why_missing(settings, "memory", &["conn"], None));
         rows.push(g);
 
         let mut g = Goal::new(
@@ -157,7 +173,7 @@ impl Goals {
         g.why_missing = Some(if self.routes == 0 && settings.wants("memory") {
             "BENCH_ROUTES=0".to_owned()
         } else {
-            self.why_missing(settings, "memory", None)
+            self.why_missing(settings, "memory", &["routes"], None)
         });
         rows.push(g);
 
@@ -170,7 +186,7 @@ impl Goals {
         );
         g.ours = self.wake_all_us;
         g.peer = peer("direct", self.wake_direct_us);
-        g.why_missing = Some(self.why_missing(settings, "coldstart", None));
+        g.why_missing = Some(self.why_missing(settings, "coldstart", &["coldstart"], None));
         rows.push(g);
 
         let mut g = Goal::new(
@@ -180,7 +196,7 @@ impl Goals {
             Target::AtMost(GOAL_ACTIVATION_US),
         );
         g.ours = self.activation_us;
-        g.why_missing = Some(self.why_missing(settings, "activation", None));
+        g.why_missing = Some(self.why_missing(settings, "activation", &["activation"], None));
         rows.push(g);
 
         let mut g = Goal::new(
@@ -209,7 +225,7 @@ impl Goals {
         g.ours = self.rps_2_workers;
         g.peer = peer("1 worker", self.rps_1_worker);
         g.ratio = self.workers_ratio;
-        g.why_missing = Some(self.why_missing(settings, "workers", None));
+        g.why_missing = Some(self.why_missing(settings, "workers", &["workers"], None));
         rows.push(g);
 
         let mut section = Section::new("Goals (issue 19)");

@@ -123,11 +123,14 @@ pub(crate) fn memory(
                     json!({"count": settings.held, "rss_kib": rss, "bytes_per_connection": per_conn, "bytes_per_held_request": per_held}),
                 );
                 }
-                Err(e) => notes.push(format!("held requests: failed: {e:#}")),
+                Err(e) => {
+                    goals.why("held", &format!("failed: {e:#}"));
+                    notes.push(format!("held requests: failed: {e:#}"));
+                }
             }
         }
         Err(why) => {
-            goals.why("memory", &format!("held requests: {why}"));
+            goals.why("held", &format!("held requests: {why}"));
             notes.push(format!(
                 "held requests: skipped: needs cold start (issue 6): {why}"
             ));
@@ -166,7 +169,10 @@ pub(crate) fn memory(
                 json!({"count": settings.held, "rss_kib": rss, "bytes_per_connection": per}),
             );
         }
-        Err(e) => notes.push(format!("idle keep-alive connections: failed: {e:#}")),
+        Err(e) => {
+            goals.why("conn", &format!("failed: {e:#}"));
+            notes.push(format!("idle keep-alive connections: failed: {e:#}"));
+        }
     }
     drop(fresh);
 
@@ -200,7 +206,7 @@ pub(crate) fn memory(
                 data.insert("nginx".into(), json!(n));
             }
             Err(e) => {
-                goals.why("memory", &format!("nginx: failed: {e:#}"));
+                goals.why("nginx_memory", &format!("nginx: failed: {e:#}"));
                 notes.push(format!("nginx memory peer: failed: {e:#}"));
             }
         }
