@@ -2,25 +2,28 @@
 //! one run so that ratios are comparable even on a busy machine:
 //!
 //! 1. throughput and proxy CPU: `wrk` against the backend directly (the ceiling), through our
-//!    interceptor (release binary, one Tokio worker) and through nginx (one process);
-//! 2. latency at half of nginx's max rate, from an open-loop generator (a child process of
-//!    this binary): added p50/p99 over direct;
-//! 3. activation: first request at an idle route → `StreamIsActive` says true (an in-process
+//!    interceptor (release binary, one Tokio worker), through nginx (one process) and through
+//!    a minimal hyper proxy (this binary as a helper process, one Tokio worker);
+//! 2. workers: our interceptor unpinned with 2 Tokio workers against 1 (rps ratio);
+//! 3. latency at half of nginx's max rate and at a fixed 5,000/s, from an open-loop generator
+//!    (a child process of this binary): added p50/p99 over direct;
+//! 4. activation: first request at an idle route → `StreamIsActive` says true (an in-process
 //!    scaler over the interceptor's `/queue/watch`);
-//! 4. cold start (wake latency, bytes per held request): run only when the interceptor holds
-//!    requests for a target without ready endpoints, else a skip line;
-//! 5. memory: RSS idle, with 10,000 routes, and over a soak under load.
+//! 5. cold start: wake latency of 1 / 100 / 1,000 held requests, and the same client opening
+//!    1,000 fresh connections straight to the backend as the baseline;
+//! 6. memory: RSS idle, per route, per idle keep-alive connection after one response and per
+//!    held request (ours, and nginx holding requests on a silent upstream), and over a soak.
 //!
 //! The proxy is pinned to CPU 0, load generator and backend to CPU 1 (`taskset`). Settings
 //! come from the environment (`BENCH_SECONDS`, `BENCH_WARMUP_SECONDS`, `BENCH_REPEATS`,
 //! `BENCH_CONNECTIONS`, `BENCH_SOAK_SECONDS`, `BENCH_ACTIVATIONS`, `BENCH_ROUTES`,
-//! `BENCH_HELD`, `BENCH_SUITES`, `BENCH_SKIP_BUILD`); the report is printed and written to
-//! `target/bench-results/`.
+//! `BENCH_HELD`, `BENCH_SUITES`, `BENCH_SKIP_BUILD`); the report (the goals table first) is
+//! printed and written to `target/bench-results/`.
 //!
 //! This file holds `main`, the settings and the orchestration (build, start the backend, our
 //! interceptor and nginx, run the suites in order); each suite lives in its own module under
-//! `proxy/` (`throughput`, `latency`, `activation`, `cold_start` with the `wake` helper,
-//! `memory`), with the summary of goals in `goals` and criterion's micro numbers in
+//! `proxy/` (`throughput`, `workers`, `latency`, `activation`, `cold_start` with the `wake`
+//! helper, `memory`), with the goals table in `goals` and criterion's micro numbers in
 //! `micro_section`.
 
 use std::net::SocketAddr;
@@ -32,7 +35,7 @@ use anyhow::{Context as _, bail};
 use keda_http_benches::openloop::{self, OpenLoop};
 use keda_http_benches::process::{Cores, Proc, free_port, pinned, wait_status, which};
 use keda_http_benches::procfs::{self, Machine};
-use keda_http_benches::report::{self, Report, Section};
+use keda_http_benches::report::{Report, Section};
 use keda_http_benches::{env_secs, env_u64, nginx, routes, target_dir};
 use serde_json::json;
 
@@ -52,6 +55,8 @@ mod micro_section;
 mod throughput;
 #[path = "proxy/wake.rs"]
 mod wake;
+#[path = "proxy/workers.rs"]
+mod workers;
 
 use activation::activation;
 use cold_start::{cold_start, holds_requests};
@@ -60,6 +65,7 @@ use latency::latency;
 use memory::memory;
 use micro_section::micro_section;
 use throughput::throughput;
+use workers::workers;
 
 /// Environment variable that turns this binary into a helper process.
 const ROLE: &str = "KEDA_BENCH_ROLE";
@@ -67,6 +73,15 @@ const ROLE: &str = "KEDA_BENCH_ROLE";
 const OPENLOOP_CONFIG: &str = "KEDA_BENCH_OPENLOOP";
 /// The wake helper's configuration (JSON).
 const WAKE_CONFIG: &str = "KEDA_BENCH_WAKE";
+/// The minimal proxy helper's configuration (JSON).
+const MINIMAL_CONFIG: &str = "KEDA_BENCH_MINIMAL";
+/// The silent upstream helper's listen address.
+const SILENT_LISTEN: &str = "KEDA_BENCH_SILENT";
+
+/// Peer names in the report.
+const OURS: &str = "keda-http";
+const NGINX: &str = "nginx";
+const MINIMAL: &str = "minimal-hyper";
 
 /// The route every load suite uses.
 const HOST: &str = "bench.example.com";
@@ -75,14 +90,30 @@ const ROUTE: &str = "hello";
 const COLD_HOST: &str = "cold.example.com";
 const COLD_ROUTE: &str = "cold";
 
-/// Goals from the issue (judged, never asserted).
-const GOAL_CPU_RATIO: f64 = 0.9;
-const GOAL_ADDED_P99_US: f64 = 300.0;
-const GOAL_WAKE_P99_US: f64 = 2_000.0;
-const GOAL_ACTIVATION_US: f64 = 20_000.0;
-const GOAL_LOOKUP_NS: f64 = 200.0;
-const GOAL_IDLE_RSS_KIB: u64 = 16 * 1024;
-const GOAL_HELD_BYTES: f64 = 2_048.0;
+/// Goals of issue 19 (judged, never asserted).
+/// Proxy CPU per request, ours ÷ nginx's in the same run.
+const GOAL_CPU_VS_NGINX: f64 = 1.0;
+/// Proxy CPU per request, ours ÷ the minimal hyper proxy's in the same run.
+const GOAL_CPU_VS_MINIMAL: f64 = 0.9;
+/// Added p99 at the fixed rate, ours ÷ nginx's.
+const GOAL_ADDED_P99_VS_NGINX: f64 = 1.0;
+/// RSS per held cold-start request (and below nginx's per held request).
+const GOAL_HELD_BYTES: f64 = 8.0 * 1024.0;
+/// RSS per idle keep-alive client connection after one response.
+const GOAL_CONN_BYTES: f64 = 4.0 * 1024.0;
+/// RSS per route at 10,000 routes.
+const GOAL_ROUTE_BYTES: f64 = 2.0 * 1024.0;
+/// Wake of 1,000 held requests ÷ the direct baseline.
+const GOAL_WAKE_VS_DIRECT: f64 = 1.5;
+/// Activation p50.
+const GOAL_ACTIVATION_US: f64 = 1_000.0;
+/// Route lookup at 10,000 routes, slowest kind.
+const GOAL_LOOKUP_NS: f64 = 150.0;
+/// rps with 2 Tokio workers ÷ with 1.
+const GOAL_WORKERS_RATIO: f64 = 1.8;
+/// Why a peer is missing.
+const NGINX_MISSING: &str = "`nginx` is not installed (`make bench` installs nginx-light)";
+const WRK_MISSING: &str = "`wrk` is not installed (`make bench` installs it)";
 /// An open-loop run whose median latency passes this queued: the rate was not sustained.
 const OVERLOAD_P50_US: u64 = 100_000;
 
@@ -97,6 +128,8 @@ fn main() -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string(&wake::run(&config)?)?);
                 Ok(())
             }
+            "minimal-proxy" => minimal_proxy_role(),
+            "silent" => silent_role(),
             other => bail!("unknown {ROLE}={other}"),
         };
     }
@@ -138,6 +171,82 @@ fn openloop_role() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The minimal proxy helper's configuration.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct MinimalConfig {
+    listen: SocketAddr,
+    routes: keda_http_benches::minimal_proxy::Routes,
+}
+
+/// The helper process: the minimal hyper proxy (Tokio multi-thread runtime, so
+/// `TOKIO_WORKER_THREADS` sets its workers as it does ours) until killed.
+fn minimal_proxy_role() -> anyhow::Result<()> {
+    let config: MinimalConfig = serde_json::from_str(
+        &std::env::var(MINIMAL_CONFIG).context("the minimal proxy configuration")?,
+    )?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(config.listen).await?;
+        keda_http_benches::minimal_proxy::serve(listener, config.routes).await?;
+        anyhow::Ok(())
+    })
+}
+
+/// The helper process: an upstream that accepts connections and never reads or answers,
+/// until killed (nginx's held requests wait on it).
+fn silent_role() -> anyhow::Result<()> {
+    let listen: SocketAddr = std::env::var(SILENT_LISTEN)
+        .context("the silent upstream's address")?
+        .parse()?;
+    let listener = std::net::TcpListener::bind(listen)?;
+    let mut held = Vec::new();
+    loop {
+        let (stream, _) = listener.accept()?;
+        held.push(stream);
+    }
+}
+
+/// Starts the minimal hyper proxy (this binary as a helper) on the proxy core, routing the
+/// bench host to `backend`.
+fn start_minimal(
+    cores: Cores,
+    backend: SocketAddr,
+    dir: &Path,
+) -> anyhow::Result<(Proc, SocketAddr)> {
+    let listen = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    let config = MinimalConfig {
+        listen,
+        routes: [(HOST.to_owned(), backend)].into_iter().collect(),
+    };
+    let mut cmd = pinned(std::env::current_exe()?, Some(cores.proxy));
+    cmd.env(ROLE, "minimal-proxy")
+        .env(MINIMAL_CONFIG, serde_json::to_string(&config)?)
+        .env("TOKIO_WORKER_THREADS", "1");
+    let mut proc = Proc::spawn("minimal hyper proxy", cmd, Some(&dir.join("minimal.log")))?;
+    wait_status(&mut proc, listen, HOST, "/", 200, Duration::from_secs(20))?;
+    Ok((proc, listen))
+}
+
+/// Starts the silent upstream (this binary as a helper) on the load core.
+fn start_silent(cores: Cores, dir: &Path) -> anyhow::Result<(Proc, SocketAddr)> {
+    let listen = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    let mut cmd = pinned(std::env::current_exe()?, Some(cores.load));
+    cmd.env(ROLE, "silent")
+        .env(SILENT_LISTEN, listen.to_string());
+    let mut proc = Proc::spawn("silent upstream", cmd, Some(&dir.join("silent.log")))?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect_timeout(&listen, Duration::from_millis(200)).is_err() {
+        proc.check_alive()?;
+        if std::time::Instant::now() > deadline {
+            bail!("the silent upstream does not accept on {listen}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok((proc, listen))
+}
+
 #[derive(Debug, Clone, serde::Serialize)]
 struct Settings {
     warmup: Duration,
@@ -156,7 +265,7 @@ struct Settings {
 impl Settings {
     fn from_env() -> Self {
         let suites = std::env::var("BENCH_SUITES")
-            .unwrap_or_else(|_| "throughput,latency,activation,coldstart,memory".into())
+            .unwrap_or_else(|_| "throughput,workers,latency,activation,coldstart,memory".into())
             .split(',')
             .map(|s| s.trim().to_owned())
             .filter(|s| !s.is_empty())
@@ -250,10 +359,24 @@ struct Ours {
     admin: SocketAddr,
 }
 
-/// Starts our interceptor on the proxy core with routes and endpoints from files.
+/// Starts our interceptor on the proxy core, one Tokio worker, with routes and endpoints from
+/// files.
 fn start_ours(
     bin: &Path,
     cores: Cores,
+    dir: &Path,
+    name: &str,
+    routes: &[serde_json::Value],
+    endpoints: &serde_json::Value,
+) -> anyhow::Result<Ours> {
+    start_ours_with(bin, Some(cores.proxy), 1, dir, name, routes, endpoints)
+}
+
+/// Starts our interceptor on `cpu` (any when `None`) with `workers` Tokio workers.
+fn start_ours_with(
+    bin: &Path,
+    cpu: Option<usize>,
+    workers: usize,
     dir: &Path,
     name: &str,
     routes: &[serde_json::Value],
@@ -265,7 +388,7 @@ fn start_ours(
     std::fs::write(&endpoints_file, serde_json::to_vec(endpoints)?)?;
     let proxy = SocketAddr::from(([127, 0, 0, 1], free_port()?));
     let admin = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-    let mut cmd = pinned(bin, Some(cores.proxy));
+    let mut cmd = pinned(bin, cpu);
     cmd.env("KEDA_HTTP_PROXY_PORT", proxy.port().to_string())
         .env("KEDA_HTTP_ADMIN_PORT", admin.port().to_string())
         .env("KEDA_HTTP_BIND_ADDRESS", "127.0.0.1")
@@ -275,7 +398,7 @@ fn start_ours(
         .env("KEDA_HTTP_DRAIN_TIMEOUT", "1s")
         .env("OTEL_PROM_EXPORTER_ENABLED", "false")
         .env("KEDA_HTTP_COLD_START_MAX_PENDING_REQUESTS", "0")
-        .env("TOKIO_WORKER_THREADS", "1")
+        .env("TOKIO_WORKER_THREADS", workers.to_string())
         .env("RUST_LOG", "warn");
     let mut proc = Proc::spawn(
         &format!("interceptor ({name})"),
@@ -371,8 +494,19 @@ fn run(settings: &Settings) -> anyhow::Result<Report> {
                 "skipped peer nginx: `nginx` is not installed (`make bench` installs nginx-light)";
             eprintln!("{line}");
             skipped_peers.push(line.to_owned());
+            goals.no_nginx = Some(NGINX_MISSING.to_owned());
         }
     }
+    let (minimal_proc, minimal_addr) = match start_minimal(cores, backend_addr, tmp.path()) {
+        Ok((p, a)) => (Some(p), Some(a)),
+        Err(e) => {
+            let line = format!("skipped peer {MINIMAL}: {e:#}");
+            eprintln!("{line}");
+            skipped_peers.push(line.clone());
+            goals.no_minimal = Some(line);
+            (None, None)
+        }
+    };
     let mut peers = vec![
         Peer {
             name: "direct",
@@ -380,15 +514,22 @@ fn run(settings: &Settings) -> anyhow::Result<Report> {
             pid: None,
         },
         Peer {
-            name: "keda-http",
+            name: OURS,
             addr: ours.proxy,
             pid: Some(ours.proc.pid()),
         },
     ];
     if let Some(p) = &nginx_proc {
         peers.push(Peer {
-            name: "nginx",
+            name: NGINX,
             addr: nginx_addr,
+            pid: Some(p.pid()),
+        });
+    }
+    if let (Some(p), Some(addr)) = (&minimal_proc, minimal_addr) {
+        peers.push(Peer {
+            name: MINIMAL,
+            addr,
             pid: Some(p.pid()),
         });
     }
@@ -396,24 +537,69 @@ fn run(settings: &Settings) -> anyhow::Result<Report> {
     // 1. Throughput and CPU.
     let mut nginx_max_rps = None;
     let mut ours_max_rps = None;
+    let wrk_missing = which("wrk").is_none().then_some(WRK_MISSING);
     if settings.wants("throughput") {
-        if which("wrk").is_none() {
-            let why = "`wrk` is not installed (`make bench` installs it)";
+        if let Some(why) = wrk_missing {
             eprintln!("skipped: throughput: {why}");
             sections.push(Section::skipped("Throughput and proxy CPU (wrk)", why));
+            goals.why("throughput", why);
         } else {
             let (section, by_peer) =
                 throughput(settings, cores, tps, &peers, backend.pid(), &skipped_peers)?;
-            nginx_max_rps = by_peer.get("nginx").map(|t| t.rps.median);
-            ours_max_rps = by_peer.get("keda-http").map(|t| t.rps.median);
-            goals.cpu_ratio = section.data["ratios"]["cpu_per_request_ours_over_nginx"].as_f64();
+            nginx_max_rps = by_peer.get(NGINX).map(|t| t.rps.median);
+            ours_max_rps = by_peer.get(OURS).map(|t| t.rps.median);
+            for (name, t) in &by_peer {
+                if let Some(cpu) = &t.cpu_us_per_request {
+                    goals.cpu_us.insert(name, cpu.median);
+                }
+            }
+            let ratios = &section.data["ratios"];
+            goals.cpu_ratio_nginx = ratios["cpu_per_request_ours_over_nginx"].as_f64();
+            goals.cpu_ratio_minimal = ratios["cpu_per_request_ours_over_minimal"].as_f64();
             sections.push(section);
         }
         backend.check_alive()?;
         ours.proc.check_alive()?;
     }
+    drop(minimal_proc);
 
-    // 2. Latency at half load.
+    // 2. Workers: 2 against 1, unpinned.
+    if settings.wants("workers") {
+        if let Some(why) = wrk_missing {
+            sections.push(Section::skipped(
+                "Throughput with 2 Tokio workers vs 1",
+                why,
+            ));
+            goals.why("workers", why);
+        } else {
+            let section = match workers(settings, cores, &interceptor_bin, tmp.path(), backend_addr)
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    goals.why("workers", &format!("failed: {e:#}"));
+                    Section::skipped(
+                        "Throughput with 2 Tokio workers vs 1",
+                        &format!("failed: {e:#}"),
+                    )
+                }
+            };
+            goals.rps_1_worker = section.data["rps"]["1"].as_f64();
+            goals.rps_2_workers = section.data["rps"]["2"].as_f64();
+            goals.workers_ratio = section.data["ratio"].as_f64();
+            sections.push(section);
+        }
+    }
+
+    // 3. Latency at half load and at a fixed rate (the minimal proxy is a CPU peer only).
+    let latency_peers: Vec<Peer> = peers
+        .iter()
+        .filter(|p| p.name != MINIMAL)
+        .map(|p| Peer {
+            name: p.name,
+            addr: p.addr,
+            pid: p.pid,
+        })
+        .collect();
     if settings.wants("latency") {
         let base = nginx_max_rps.or(ours_max_rps);
         let rate = std::env::var("BENCH_RATE")
@@ -430,12 +616,7 @@ fn run(settings: &Settings) -> anyhow::Result<Report> {
                         "our"
                     }
                 );
-                let section = latency(settings, cores, &peers, rate, &title)?;
-                goals.added_p99_us = section.data["added_p99_us"]["keda-http"].as_f64();
-                goals.latency_overloaded = section.data["overloaded"]["keda-http"]
-                    .as_bool()
-                    .unwrap_or(false);
-                sections.push(section);
+                sections.push(latency(settings, cores, &latency_peers, rate, &title)?);
             }
             None => sections.push(Section::skipped(
                 "Latency at half load (open loop)",
@@ -445,50 +626,58 @@ fn run(settings: &Settings) -> anyhow::Result<Report> {
         // A fixed, modest rate as well: on a shared box half of nginx's max can leave no
         // headroom for the (costlier than wrk) open-loop generator and the other tenants.
         let low = env_u64("BENCH_LOW_RATE", 5_000) as f64;
+        goals.low_rate = low;
         if low > 0.0 {
             let title = format!("Latency at a fixed {low:.0}/s (open loop)");
-            let section = latency(settings, cores, &peers, low, &title)?;
-            goals.added_p99_low_us = section.data["added_p99_us"]["keda-http"].as_f64();
-            goals.low_rate = low;
+            let section = latency(settings, cores, &latency_peers, low, &title)?;
+            goals.added_p99_ours = section.data["added_p99_us"][OURS].as_f64();
+            goals.added_p99_nginx = section.data["added_p99_us"][NGINX].as_f64();
+            if section.data["overloaded"][OURS].as_bool() == Some(true) {
+                goals.why("latency", "overloaded (see the latency section)");
+                goals.added_p99_ours = None;
+            }
             sections.push(section);
+        } else {
+            goals.why("latency", "BENCH_LOW_RATE=0");
         }
     }
 
-    // 3. Activation.
+    // 4. Activation.
     if settings.wants("activation") {
         let section = match activation(settings, &ours) {
             Ok(s) => s,
-            Err(e) => Section::skipped("Activation latency", &format!("failed: {e:#}")),
+            Err(e) => {
+                goals.why("activation", &format!("failed: {e:#}"));
+                Section::skipped("Activation latency", &format!("failed: {e:#}"))
+            }
         };
         goals.activation_us = section.data["p50_us"].as_f64();
         sections.push(section);
     }
 
-    // 4. Cold start: does the interceptor hold a request for a target without endpoints?
+    // 5. Cold start: does the interceptor hold a request for a target without endpoints?
     let holds = holds_requests(ours.proxy);
     if settings.wants("coldstart") {
         let section = match cold_start(settings, cores) {
             Ok(s) => s,
-            Err(e) => Section::skipped("Cold start: wake latency", &format!("failed: {e:#}")),
+            Err(e) => {
+                goals.why("coldstart", &format!("failed: {e:#}"));
+                Section::skipped("Cold start: wake latency", &format!("failed: {e:#}"))
+            }
         };
-        goals.wake_p99_us = section.data["worst_p99_us"].as_f64();
-        goals.wake_detail = section.data["levels"].as_array().map(|levels| {
-            levels
-                .iter()
-                .map(|l| {
-                    format!(
-                        "{} held: {}",
-                        l["held"],
-                        report::latency(l["latency"]["p99_us"].as_f64())
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join("; ")
-        });
+        if let Some(why) = section
+            .notes
+            .iter()
+            .find_map(|n| n.strip_prefix("skipped: "))
+        {
+            goals.why("coldstart", why);
+        }
+        goals.wake_all_us = section.data["all_arrived_us"]["held"].as_f64();
+        goals.wake_direct_us = section.data["all_arrived_us"]["direct"].as_f64();
         sections.push(section);
     }
 
-    // 5. Memory.
+    // 6. Memory.
     if settings.wants("memory") {
         let section = memory(
             settings,
@@ -507,7 +696,7 @@ fn run(settings: &Settings) -> anyhow::Result<Report> {
 
     // Micro numbers from criterion (the `micro` bench target, run before this one).
     let micro = micro_section(&mut goals);
-    sections.insert(0, goals.section());
+    sections.insert(0, goals.section(settings));
     sections.push(micro);
 
     drop(nginx_proc);

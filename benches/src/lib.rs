@@ -2,18 +2,23 @@
 //!
 //! Owns the micro benchmarks (routing, counting, endpoint selection; `benches/micro.rs`,
 //! criterion) and the whole-system runs (`benches/proxy.rs`, its own `main`): throughput and
-//! proxy CPU side by side with nginx and a direct connection, latency at half load from an
-//! open-loop generator, cold-start wake and activation latency, and memory. It holds no
-//! product code, and no test here measures time: timings never decide pass or fail.
+//! proxy CPU side by side with nginx, a minimal hyper proxy and a direct connection, 2 vs 1
+//! Tokio workers, latency at half load and a fixed rate from an open-loop generator,
+//! cold-start wake (against a direct baseline) and activation latency, and memory (ours and
+//! nginx); the report opens with the issue 19 goals table. It holds no product code, and no
+//! test here measures time: timings never decide pass or fail.
 //!
 //! The harness lives in this library so that its arithmetic is unit-tested:
 //! [`process`] (pinned child processes killed on drop), [`wrk`] (closed-loop load),
 //! [`openloop`] (fixed-rate load measured from scheduled send times), [`nginx`] (the
-//! reference peer), [`routes`] (synthetic tables), [`procfs`] (CPU ticks, RSS, load), [`stats`] (percentiles, medians,
-//! ratios), [`report`] (markdown and JSON) and [`criterion_results`] (micro numbers for the
-//! same report).
+//! reference peer), [`minimal_proxy`] (the bare hyper peer), [`goals`] (the goals table and
+//! its verdicts), [`routes`] (synthetic tables), [`procfs`] (CPU ticks, RSS, children, open
+//! descriptors, load), [`stats`] (percentiles, medians, ratios), [`report`] (markdown and
+//! JSON) and [`criterion_results`] (micro numbers for the same report).
 
 pub mod criterion_results;
+pub mod goals;
+pub mod minimal_proxy;
 pub mod nginx;
 pub mod openloop;
 pub mod process;

@@ -35,6 +35,38 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
     parse_status_rss_kib(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
 }
 
+/// The parent pid in the text of `/proc/<pid>/stat` (field 4, counted from the last `)`).
+pub fn parse_stat_ppid(stat: &str) -> Option<u32> {
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The direct children of `pid` (scans `/proc`).
+pub fn children(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| {
+            std::fs::read_to_string(format!("/proc/{child}/stat"))
+                .ok()
+                .and_then(|s| parse_stat_ppid(&s))
+                == Some(pid)
+        })
+        .collect()
+}
+
+/// Resident set size of `pid` plus its direct children (nginx: master + workers), in KiB.
+pub fn rss_with_children_kib(pid: u32) -> Option<u64> {
+    let own = rss_kib(pid)?;
+    Some(own + children(pid).into_iter().filter_map(rss_kib).sum::<u64>())
+}
+
+/// How many file descriptors `pid` has open.
+pub fn open_fds(pid: u32) -> Option<usize> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
+}
+
 /// Clock ticks per second (`getconf CLK_TCK`; 100 on every Linux we run on).
 pub fn ticks_per_second() -> u64 {
     std::process::Command::new("getconf")
@@ -131,5 +163,25 @@ mod tests {
         assert!(cpu_ticks(pid).is_some());
         assert!(rss_kib(pid).is_some_and(|kib| kib > 0));
         assert!(ticks_per_second() > 0);
+        assert!(open_fds(pid).is_some_and(|n| n >= 3));
+        assert!(rss_with_children_kib(pid) >= rss_kib(pid));
+    }
+
+    #[test]
+    fn stat_parent_pid() {
+        assert_eq!(parse_stat_ppid("4242 (a) b) S 17 4242 0"), Some(17));
+        assert_eq!(parse_stat_ppid("garbage"), None);
+    }
+
+    #[test]
+    fn children_are_found_and_counted() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep starts");
+        let found = children(std::process::id());
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(found.contains(&child.id()));
     }
 }

@@ -1,4 +1,4 @@
-//! Suite 3: activation. First request at an idle route until `StreamIsActive` says true, with
+//! Suite 4: activation. First request at an idle route until `StreamIsActive` says true, with
 //! an in-process scaler following the interceptor's `/queue/watch`.
 
 use std::sync::Arc;
@@ -114,7 +114,7 @@ pub(crate) fn activation(settings: &Settings, ours: &Ours) -> anyhow::Result<Sec
                 .to_owned(),
         );
         section.notes.push(format!(
-            "goal ≤ {:.0} ms (p50): {}; p99: {}",
+            "goal ≤ {:.0} ms (p50): {}; p99 against the same bound: {}",
             GOAL_ACTIVATION_US / 1000.0,
             report::verdict(Some(summary.p50_us as f64), GOAL_ACTIVATION_US, true),
             report::verdict(Some(summary.p99_us as f64), GOAL_ACTIVATION_US, true),

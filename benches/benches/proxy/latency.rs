@@ -1,4 +1,4 @@
-//! Suite 2: latency at a given rate, from the open-loop generator (a child process of this
+//! Suite 3: latency at a given rate, from the open-loop generator (a child process of this
 //! binary pinned to the load core), as added p50/p99 over direct.
 
 use std::collections::BTreeMap;
@@ -10,7 +10,10 @@ use keda_http_benches::report::{self, Section, Table};
 use keda_http_benches::stats;
 use serde_json::json;
 
-use super::{GOAL_ADDED_P99_US, HOST, OPENLOOP_CONFIG, OVERLOAD_P50_US, Peer, ROLE, Settings};
+use super::{
+    GOAL_ADDED_P99_VS_NGINX, HOST, NGINX, OPENLOOP_CONFIG, OURS, OVERLOAD_P50_US, Peer, ROLE,
+    Settings,
+};
 
 /// Runs the open-loop helper (this binary, pinned to the load core) once.
 fn openloop_child(config: &OpenLoop, cpu: usize) -> anyhow::Result<OpenLoopResult> {
@@ -133,9 +136,12 @@ pub(crate) fn latency(
             errors.get(peer.name).copied().unwrap_or(0).to_string(),
         ]);
     }
-    let ours_added = added_p99
-        .get("keda-http")
-        .and_then(serde_json::Value::as_f64);
+    let added_of = |name: &str| added_p99.get(name).and_then(serde_json::Value::as_f64);
+    let ours_added = added_of(OURS);
+    let nginx_added = added_of(NGINX).filter(|n| *n > 0.0);
+    let ratio = ours_added
+        .zip(nginx_added)
+        .and_then(|(o, n)| stats::ratio(o, n));
     // A peer is overloaded when most of its repeats were.
     let is_overloaded =
         |name: &str| overloaded.get(name).copied().unwrap_or(0) * 2 > settings.repeats;
@@ -160,11 +166,12 @@ pub(crate) fn latency(
         ));
     }
     section.notes.push(format!(
-        "goal: our added p99 ≤ {GOAL_ADDED_P99_US:.0} µs: {}",
-        if is_overloaded("keda-http") {
+        "our added p99 ÷ nginx's: {} (goal ≤ {GOAL_ADDED_P99_VS_NGINX}×: {})",
+        report::times(ratio),
+        if is_overloaded(OURS) {
             "not judged (overloaded)".to_owned()
         } else {
-            report::verdict(ours_added, GOAL_ADDED_P99_US, true)
+            report::verdict(ratio, GOAL_ADDED_P99_VS_NGINX, true)
         }
     ));
     let overloaded_json: serde_json::Map<String, serde_json::Value> = peers
@@ -176,6 +183,7 @@ pub(crate) fn latency(
         "rate": rate,
         "added_p50_us": added_p50,
         "added_p99_us": added_p99,
+        "added_p99_ours_over_nginx": ratio,
         "runs": runs,
     });
     Ok(section)

@@ -11,7 +11,7 @@ use keda_http_benches::stats::{self, Spread};
 use keda_http_benches::wrk::{WrkResult, WrkRun};
 use serde_json::json;
 
-use super::{GOAL_CPU_RATIO, HOST, Peer, Settings};
+use super::{GOAL_CPU_VS_MINIMAL, GOAL_CPU_VS_NGINX, HOST, MINIMAL, NGINX, OURS, Peer, Settings};
 
 /// Results of one peer over the repeats.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -19,7 +19,7 @@ pub(crate) struct PeerThroughput {
     pub(crate) rps: Spread,
     p50_us: Spread,
     p99_us: Spread,
-    cpu_us_per_request: Option<Spread>,
+    pub(crate) cpu_us_per_request: Option<Spread>,
     proxy_core_share: Option<Spread>,
     backend_cpu_us_per_request: Option<Spread>,
     errors: u64,
@@ -46,8 +46,9 @@ pub(crate) fn throughput(
         runs: Vec<serde_json::Value>,
     }
     let mut acc: BTreeMap<&'static str, Acc> = BTreeMap::new();
-    // Per repeat, ours/nginx CPU per request (paired within the repeat).
+    // Per repeat, ours/nginx and ours/minimal CPU per request (paired within the repeat).
     let mut paired_cpu_ratio = Vec::new();
+    let mut paired_cpu_minimal = Vec::new();
     let mut paired_rps_ratio = Vec::new();
     let mut paired_direct_ratio = Vec::new();
     for rep in 0..settings.repeats {
@@ -107,15 +108,17 @@ pub(crate) fn throughput(
             }));
             this_rep.insert(peer.name, (result, cpu));
         }
-        if let (Some((_, Some(o))), Some((_, Some(n)))) =
-            (this_rep.get("keda-http"), this_rep.get("nginx"))
-        {
-            paired_cpu_ratio.extend(stats::ratio(*o, *n));
+        let cpu_of = |name: &str| this_rep.get(name).and_then(|(_, cpu)| *cpu);
+        if let (Some(o), Some(n)) = (cpu_of(OURS), cpu_of(NGINX)) {
+            paired_cpu_ratio.extend(stats::ratio(o, n));
         }
-        if let (Some((o, _)), Some((n, _))) = (this_rep.get("keda-http"), this_rep.get("nginx")) {
+        if let (Some(o), Some(m)) = (cpu_of(OURS), cpu_of(MINIMAL)) {
+            paired_cpu_minimal.extend(stats::ratio(o, m));
+        }
+        if let (Some((o, _)), Some((n, _))) = (this_rep.get(OURS), this_rep.get(NGINX)) {
             paired_rps_ratio.extend(stats::ratio(o.rps, n.rps));
         }
-        if let (Some((o, _)), Some((d, _))) = (this_rep.get("keda-http"), this_rep.get("direct")) {
+        if let (Some((o, _)), Some((d, _))) = (this_rep.get(OURS), this_rep.get("direct")) {
             paired_direct_ratio.extend(stats::ratio(o.rps, d.rps));
         }
     }
@@ -176,6 +179,7 @@ pub(crate) fn throughput(
         ]);
     }
     let cpu_ratio = stats::median(&paired_cpu_ratio);
+    let cpu_ratio_minimal = stats::median(&paired_cpu_minimal);
     let rps_ratio = stats::median(&paired_rps_ratio);
     let direct_ratio = stats::median(&paired_direct_ratio);
     let mut section = Section::new("Throughput and proxy CPU (wrk, closed loop)");
@@ -191,21 +195,30 @@ pub(crate) fn throughput(
         cores.load,
     ));
     section.notes.push(format!(
-        "ours/nginx: CPU per request {} (goal ≤ {GOAL_CPU_RATIO}×: {}), rps {}; ours/direct rps {} \
-         (medians of per-repeat ratios)",
+        "ours/nginx: CPU per request {} (goal ≤ {GOAL_CPU_VS_NGINX}×: {}), rps {}; \
+         ours/{MINIMAL}: CPU per request {} (goal ≤ {GOAL_CPU_VS_MINIMAL}×: {}); ours/direct \
+         rps {} (medians of per-repeat ratios)",
         report::times(cpu_ratio),
-        report::verdict(cpu_ratio, GOAL_CPU_RATIO, true),
+        report::verdict(cpu_ratio, GOAL_CPU_VS_NGINX, true),
         report::times(rps_ratio),
+        report::times(cpu_ratio_minimal),
+        report::verdict(cpu_ratio_minimal, GOAL_CPU_VS_MINIMAL, true),
         report::times(direct_ratio),
+    ));
+    section.notes.push(format!(
+        "{MINIMAL}: a few dozen lines of hyper + hyper-util (legacy client, keep-alive pool), \
+         routes by Host, adds X-Forwarded-For; one Tokio worker, pinned like ours"
     ));
     section.notes.extend(skipped_peers.iter().cloned());
     section.data = json!({
         "peers": by_peer,
         "ratios": {
             "cpu_per_request_ours_over_nginx": cpu_ratio,
+            "cpu_per_request_ours_over_minimal": cpu_ratio_minimal,
             "rps_ours_over_nginx": rps_ratio,
             "rps_ours_over_direct": direct_ratio,
             "per_repeat_cpu_ours_over_nginx": paired_cpu_ratio,
+            "per_repeat_cpu_ours_over_minimal": paired_cpu_minimal,
         },
     });
     Ok((section, by_peer))

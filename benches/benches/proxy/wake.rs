@@ -5,8 +5,11 @@
 //! harness holds `n` requests for a target without ready endpoints, then at `t0` makes an
 //! endpoint ready through the interceptor's `EndpointSource` seam ([`StaticEndpoints::set`],
 //! what the EndpointSlice watch calls); an in-process backend stamps each request's arrival.
-//! Wake latency = arrival − `t0`. If the interceptor answers a request for an endpoint-less
-//! target at once instead of holding it, the run reports a skip.
+//! Wake latency = arrival − `t0`; per round, the time until the last held request arrived is
+//! "all at the backend". The baseline for the largest level: the same client opening as many
+//! fresh connections at once straight to the backend, from `t0` to the last arrival. If the
+//! interceptor answers a request for an endpoint-less target at once instead of holding it,
+//! the run reports a skip.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -43,6 +46,17 @@ pub(crate) struct WakeLevel {
     pub(crate) held: usize,
     pub(crate) rounds: usize,
     pub(crate) latency: Option<LatencySummaryDto>,
+    /// Per round, µs from the event to the last request's arrival.
+    pub(crate) all_arrived_us: Vec<u64>,
+}
+
+/// The same client sending `requests` requests at once over fresh connections straight to
+/// the backend.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct DirectBaseline {
+    pub(crate) requests: usize,
+    /// Per round, µs from the start to the last request's arrival.
+    pub(crate) all_arrived_us: Vec<u64>,
 }
 
 /// The helper's answer.
@@ -51,12 +65,14 @@ pub(crate) enum WakeResult {
     /// The interceptor does not hold requests.
     Skipped(String),
     /// Measured.
-    Levels(Vec<WakeLevel>),
+    Levels(Vec<WakeLevel>, Option<DirectBaseline>),
 }
 
 const WAKE_HOST: &str = "wake.example.com";
 const WAKE_ROUTE: &str = "wake";
 const BOUND: Duration = Duration::from_secs(60);
+/// Rounds per level at least (the time until all arrived is one number per round).
+const MIN_ROUNDS: usize = 3;
 
 fn target() -> Target {
     Target {
@@ -150,9 +166,12 @@ async fn measure(
     endpoints: &StaticEndpoints,
 ) -> anyhow::Result<WakeResult> {
     let (backend, mut arrivals) = backend().await?;
-    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(usize::MAX)
-        .build_http::<Empty<Bytes>>();
+    let new_client = || {
+        hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(usize::MAX)
+            .build_http::<Empty<Bytes>>()
+    };
+    let client = new_client();
     let request = move || {
         let client = client.clone();
         async move {
@@ -185,8 +204,9 @@ async fn measure(
 
     let mut levels = Vec::new();
     for &held in &config.levels {
-        let rounds = config.wakes.div_ceil(held.max(1)).max(1);
+        let rounds = config.wakes.div_ceil(held.max(1)).max(MIN_ROUNDS);
         let mut samples = Samples::with_capacity(rounds * held);
+        let mut all_arrived_us = Vec::with_capacity(rounds);
         for _ in 0..rounds {
             endpoints.set(target(), EndpointSet::default());
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -204,13 +224,17 @@ async fn measure(
             tokio::time::sleep(Duration::from_millis(10)).await;
             let t0 = Instant::now();
             endpoints.set(target(), EndpointSet::http1([backend]));
+            let mut last = 0;
             for _ in 0..held {
                 let at = tokio::time::timeout(BOUND, arrivals.recv())
                     .await
                     .context("held requests did not reach the backend")?
                     .context("backend stopped")?;
-                samples.push(at.saturating_duration_since(t0).as_micros() as u64);
+                let us = at.saturating_duration_since(t0).as_micros() as u64;
+                last = last.max(us);
+                samples.push(us);
             }
+            all_arrived_us.push(last);
             for call in calls {
                 call.await??;
             }
@@ -219,7 +243,49 @@ async fn measure(
             held,
             rounds,
             latency: samples.summary().map(Into::into),
+            all_arrived_us,
         });
     }
-    Ok(WakeResult::Levels(levels))
+
+    // The baseline: as many requests as the largest level, fresh connections, no proxy.
+    let mut baseline = None;
+    if let Some(&requests) = config.levels.iter().max() {
+        let rounds = config.wakes.div_ceil(requests.max(1)).max(MIN_ROUNDS);
+        let mut all_arrived_us = Vec::with_capacity(rounds);
+        for _ in 0..rounds {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            while arrivals.try_recv().is_ok() {}
+            // A new pool per round: every request opens its own connection.
+            let client = new_client();
+            let t0 = Instant::now();
+            let calls: Vec<_> = (0..requests)
+                .map(|_| {
+                    let client = client.clone();
+                    tokio::spawn(async move {
+                        let req = http::Request::get(format!("http://{backend}/"))
+                            .header(http::header::HOST, WAKE_HOST)
+                            .body(Empty::new())?;
+                        anyhow::Ok(client.request(req).await?.status())
+                    })
+                })
+                .collect();
+            let mut last = 0;
+            for _ in 0..requests {
+                let at = tokio::time::timeout(BOUND, arrivals.recv())
+                    .await
+                    .context("direct requests did not reach the backend")?
+                    .context("backend stopped")?;
+                last = last.max(at.saturating_duration_since(t0).as_micros() as u64);
+            }
+            all_arrived_us.push(last);
+            for call in calls {
+                call.await??;
+            }
+        }
+        baseline = Some(DirectBaseline {
+            requests,
+            all_arrived_us,
+        });
+    }
+    Ok(WakeResult::Levels(levels, baseline))
 }
