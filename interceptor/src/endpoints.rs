@@ -15,6 +15,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use arc_swap::ArcSwap;
@@ -249,6 +250,9 @@ impl Pool {
 pub struct Endpoints {
     source: Arc<dyn EndpointSource>,
     pools: Mutex<HashMap<Target, Weak<Pool>>>,
+    /// Dropped pools are swept from `pools` when it reaches this size (twice the live pools
+    /// after the previous sweep), so creating n pools costs O(n), not O(n²).
+    sweep_at: AtomicUsize,
 }
 
 impl fmt::Debug for Endpoints {
@@ -263,6 +267,7 @@ impl Endpoints {
         Self {
             source,
             pools: Mutex::new(HashMap::new()),
+            sweep_at: AtomicUsize::new(0),
         }
     }
 
@@ -274,7 +279,11 @@ impl Endpoints {
             if let Some(pool) = pools.get(target).and_then(Weak::upgrade) {
                 return pool;
             }
-            pools.retain(|_, weak| weak.strong_count() > 0);
+            if pools.len() >= self.sweep_at.load(Ordering::Relaxed) {
+                pools.retain(|_, weak| weak.strong_count() > 0);
+                self.sweep_at
+                    .store(pools.len().saturating_mul(2).max(16), Ordering::Relaxed);
+            }
             let backends = Arc::new(ArcSwap::from_pointee(BTreeSet::new()));
             let lb = LoadBalancer::<RoundRobin>::from_backends(Backends::new(Box::new(
                 SwapDiscovery(Arc::clone(&backends)),
