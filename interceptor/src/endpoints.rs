@@ -162,13 +162,22 @@ impl EndpointSource for StaticEndpoints {
     }
 }
 
-/// pingora discovery over a swappable set.
-struct SwapDiscovery(Arc<ArcSwap<BTreeSet<Backend>>>);
+/// pingora discovery over a swappable set. It holds the ready set itself (shared with the
+/// pool) and makes pingora's backends only while the balancer updates, so that an idle pool
+/// does not keep a second copy of them.
+struct SwapDiscovery(Arc<ArcSwap<EndpointSet>>);
 
 #[async_trait]
 impl ServiceDiscovery for SwapDiscovery {
     async fn discover(&self) -> pingora_error::Result<(BTreeSet<Backend>, HashMap<u64, bool>)> {
-        Ok(((**self.0.load()).clone(), HashMap::new()))
+        let backends = self
+            .0
+            .load()
+            .ready
+            .iter()
+            .filter_map(|addr| Backend::new(&addr.to_string()).ok())
+            .collect();
+        Ok((backends, HashMap::new()))
     }
 }
 
@@ -176,7 +185,8 @@ impl ServiceDiscovery for SwapDiscovery {
 pub struct Pool {
     target: Target,
     lb: LoadBalancer<RoundRobin>,
-    backends: Arc<ArcSwap<BTreeSet<Backend>>>,
+    /// The set the balancer is being updated to (ahead of `current` during an update).
+    backends: Arc<ArcSwap<EndpointSet>>,
     current: ArcSwap<EndpointSet>,
     applied: watch::Sender<Arc<EndpointSet>>,
     _stop: DropGuard,
@@ -232,12 +242,7 @@ impl Pool {
     }
 
     async fn apply(&self, set: Arc<EndpointSet>) {
-        let backends: BTreeSet<Backend> = set
-            .ready
-            .iter()
-            .filter_map(|addr| Backend::new(&addr.to_string()).ok())
-            .collect();
-        self.backends.store(Arc::new(backends));
+        self.backends.store(Arc::clone(&set));
         if let Err(error) = self.lb.update().await {
             tracing::warn!(target = %self.target, %error, "endpoint update failed");
         }
@@ -284,7 +289,7 @@ impl Endpoints {
                 self.sweep_at
                     .store(pools.len().saturating_mul(2).max(16), Ordering::Relaxed);
             }
-            let backends = Arc::new(ArcSwap::from_pointee(BTreeSet::new()));
+            let backends = Arc::new(ArcSwap::from_pointee(EndpointSet::default()));
             let lb = LoadBalancer::<RoundRobin>::from_backends(Backends::new(Box::new(
                 SwapDiscovery(Arc::clone(&backends)),
             )));
