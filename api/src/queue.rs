@@ -11,8 +11,9 @@
 //!
 //! `GET /queue/watch` (our addition) answers a chunked `application/x-ndjson` stream: each line
 //! is a complete snapshot in the same format. A line is sent at once when the stream opens,
-//! then as soon as any route's counts change after a quiet period (coalesced so that at most one
-//! line is sent per [`WATCH_COALESCE`]), and otherwise at least every tick as a heartbeat.
+//! at once when a route goes from quiet to active, after other changes (coalesced so that at
+//! most one such line is sent per [`WATCH_COALESCE`]), and otherwise at least every tick as a
+//! heartbeat.
 //! The scaler uses it to learn of the first request for a cold route without waiting for a poll.
 
 use std::collections::BTreeMap;
@@ -26,7 +27,7 @@ pub const QUEUE_PATH: &str = "/queue";
 pub const QUEUE_WATCH_PATH: &str = "/queue/watch";
 /// Content type of the push stream.
 pub const QUEUE_WATCH_CONTENT_TYPE: &str = "application/x-ndjson";
-/// The smallest gap between two pushed lines.
+/// The smallest gap between two pushed lines sent for the same kind of change.
 pub const WATCH_COALESCE: Duration = Duration::from_millis(5);
 
 /// The counts of one route on one interceptor.

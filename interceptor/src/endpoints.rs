@@ -15,6 +15,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use arc_swap::ArcSwap;
@@ -161,13 +162,22 @@ impl EndpointSource for StaticEndpoints {
     }
 }
 
-/// pingora discovery over a swappable set.
-struct SwapDiscovery(Arc<ArcSwap<BTreeSet<Backend>>>);
+/// pingora discovery over a swappable set. It holds the ready set itself (shared with the
+/// pool) and makes pingora's backends only while the balancer updates, so that an idle pool
+/// does not keep a second copy of them.
+struct SwapDiscovery(Arc<ArcSwap<EndpointSet>>);
 
 #[async_trait]
 impl ServiceDiscovery for SwapDiscovery {
     async fn discover(&self) -> pingora_error::Result<(BTreeSet<Backend>, HashMap<u64, bool>)> {
-        Ok(((**self.0.load()).clone(), HashMap::new()))
+        let backends = self
+            .0
+            .load()
+            .ready
+            .iter()
+            .filter_map(|addr| Backend::new(&addr.to_string()).ok())
+            .collect();
+        Ok((backends, HashMap::new()))
     }
 }
 
@@ -175,7 +185,8 @@ impl ServiceDiscovery for SwapDiscovery {
 pub struct Pool {
     target: Target,
     lb: LoadBalancer<RoundRobin>,
-    backends: Arc<ArcSwap<BTreeSet<Backend>>>,
+    /// The set the balancer is being updated to (ahead of `current` during an update).
+    backends: Arc<ArcSwap<EndpointSet>>,
     current: ArcSwap<EndpointSet>,
     applied: watch::Sender<Arc<EndpointSet>>,
     _stop: DropGuard,
@@ -231,12 +242,7 @@ impl Pool {
     }
 
     async fn apply(&self, set: Arc<EndpointSet>) {
-        let backends: BTreeSet<Backend> = set
-            .ready
-            .iter()
-            .filter_map(|addr| Backend::new(&addr.to_string()).ok())
-            .collect();
-        self.backends.store(Arc::new(backends));
+        self.backends.store(Arc::clone(&set));
         if let Err(error) = self.lb.update().await {
             tracing::warn!(target = %self.target, %error, "endpoint update failed");
         }
@@ -249,6 +255,9 @@ impl Pool {
 pub struct Endpoints {
     source: Arc<dyn EndpointSource>,
     pools: Mutex<HashMap<Target, Weak<Pool>>>,
+    /// Dropped pools are swept from `pools` when it reaches this size (twice the live pools
+    /// after the previous sweep), so creating n pools costs O(n), not O(n²).
+    sweep_at: AtomicUsize,
 }
 
 impl fmt::Debug for Endpoints {
@@ -263,6 +272,7 @@ impl Endpoints {
         Self {
             source,
             pools: Mutex::new(HashMap::new()),
+            sweep_at: AtomicUsize::new(0),
         }
     }
 
@@ -274,8 +284,12 @@ impl Endpoints {
             if let Some(pool) = pools.get(target).and_then(Weak::upgrade) {
                 return pool;
             }
-            pools.retain(|_, weak| weak.strong_count() > 0);
-            let backends = Arc::new(ArcSwap::from_pointee(BTreeSet::new()));
+            if pools.len() >= self.sweep_at.load(Ordering::Relaxed) {
+                pools.retain(|_, weak| weak.strong_count() > 0);
+                self.sweep_at
+                    .store(pools.len().saturating_mul(2).max(16), Ordering::Relaxed);
+            }
+            let backends = Arc::new(ArcSwap::from_pointee(EndpointSet::default()));
             let lb = LoadBalancer::<RoundRobin>::from_backends(Backends::new(Box::new(
                 SwapDiscovery(Arc::clone(&backends)),
             )));

@@ -12,6 +12,8 @@
 //! [`Queue::changes`] is the change-notification primitive behind `/queue/watch`: it is bumped
 //! whenever a route goes from quiet to active or back (0 ↔ 1 in flight) and whenever the key set
 //! changes, so a subscriber learns of the first request for a cold route at once.
+//! [`Queue::activations`] counts the quiet → active transitions alone, so that a subscriber can
+//! tell an activation (worth sending at once) from a route going quiet (worth batching).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -36,13 +38,28 @@ pub struct RouteCounters {
 #[derive(Debug)]
 struct Changes {
     generation: AtomicU64,
+    /// Quiet → active transitions so far (counted before the bump that announces them).
+    activations: AtomicU64,
     tx: watch::Sender<u64>,
 }
 
 impl Changes {
+    fn new() -> Self {
+        Self {
+            generation: AtomicU64::new(0),
+            activations: AtomicU64::new(0),
+            tx: watch::channel(0).0,
+        }
+    }
+
     fn bump(&self) {
         let next = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         self.tx.send_replace(next);
+    }
+
+    fn activate(&self) {
+        self.activations.fetch_add(1, Ordering::Release);
+        self.bump();
     }
 }
 
@@ -56,7 +73,7 @@ impl RouteCounters {
     pub fn enter(self: &Arc<Self>) -> InFlight {
         self.request_count.fetch_add(1, Ordering::Relaxed);
         if self.concurrency.fetch_add(1, Ordering::AcqRel) == 0 {
-            self.changes.bump();
+            self.changes.activate();
         }
         InFlight {
             counters: Arc::clone(self),
@@ -110,13 +127,9 @@ pub struct Queue {
 
 impl Default for Queue {
     fn default() -> Self {
-        let (tx, _) = watch::channel(0);
         Self {
             routes: ArcSwap::from_pointee(BTreeMap::new()),
-            changes: Arc::new(Changes {
-                generation: AtomicU64::new(0),
-                tx,
-            }),
+            changes: Arc::new(Changes::new()),
             write: std::sync::Mutex::new(()),
         }
     }
@@ -174,6 +187,12 @@ impl Queue {
     /// A receiver that changes when a route goes quiet ↔ active or the key set changes.
     pub fn changes(&self) -> watch::Receiver<u64> {
         self.changes.tx.subscribe()
+    }
+
+    /// How many times a route went from quiet to active so far. A change announced on
+    /// [`Self::changes`] that moved this number includes an activation.
+    pub fn activations(&self) -> u64 {
+        self.changes.activations.load(Ordering::Acquire)
     }
 }
 
@@ -234,5 +253,24 @@ mod tests {
         );
         drop(g1);
         assert!(rx.has_changed().expect("open"));
+    }
+
+    #[test]
+    fn activations_count_quiet_to_active_only() {
+        let queue = Queue::default();
+        let counters = queue.retain_keys(["a/x", "b/y"]);
+        assert_eq!(queue.activations(), 0);
+        let g1 = counters["a/x"].enter();
+        let g2 = counters["a/x"].enter();
+        assert_eq!(queue.activations(), 1, "1 → 2 is no activation");
+        drop((g1, g2));
+        queue.retain_keys(["a/x"]);
+        assert_eq!(
+            queue.activations(),
+            1,
+            "going quiet or a key set change is none"
+        );
+        let _g3 = counters["a/x"].enter();
+        assert_eq!(queue.activations(), 2);
     }
 }

@@ -21,7 +21,6 @@ mod handle;
 mod tests;
 
 use std::cmp::Reverse;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use http::HeaderMap;
@@ -80,6 +79,15 @@ pub struct Route {
     pub metrics: Arc<crate::metrics::RouteMetrics>,
 }
 
+/// The hash maps of the index: foldhash (already in the dependency tree through hashbrown)
+/// hashes a short host in a few nanoseconds where SipHash takes tens. Only configured keys are
+/// inserted, so a client cannot flood a map; it can only look keys up.
+type Map<K, V> = foldhash::HashMap<K, V>;
+
+/// Above this many prefixes under one host, a hash map beats a scan. Tests set it low so that
+/// the property tests (a handful of prefixes per host) exercise both forms.
+const SCAN_PREFIXES: usize = if cfg!(test) { 2 } else { 8 };
+
 /// One (route, header matchers) pair under a host/path key.
 #[derive(Clone, Debug)]
 struct Entry {
@@ -93,39 +101,95 @@ impl Entry {
     }
 }
 
+/// The first entry that passes the header matchers.
+fn first_match(entries: &[Entry], headers: &HeaderMap) -> Option<usize> {
+    entries.iter().find(|e| e.matches(headers)).map(|e| e.route)
+}
+
+/// A trimmed path prefix and its sorted entries.
+type Prefix = (Box<str>, Box<[Entry]>);
+
 /// Path prefixes of one host tier: trimmed prefix (`""` for the root) → sorted entries.
-#[derive(Clone, Debug, Default)]
-struct PathIndex {
-    prefixes: HashMap<Box<str>, Vec<Entry>>,
+#[derive(Clone, Debug)]
+enum PathIndex {
+    /// A few prefixes, longest first: the first one on a segment boundary of the path whose
+    /// entries pass is the answer, without hashing anything.
+    Scan(Box<[Prefix]>),
+    /// Many prefixes: the path's own prefixes are looked up from the longest.
+    Map(Map<Box<str>, Box<[Entry]>>),
+}
+
+impl Default for PathIndex {
+    fn default() -> Self {
+        Self::Scan(Box::default())
+    }
 }
 
 impl PathIndex {
+    /// The compact form of one host's prefixes; entries are sorted by `order`.
+    fn freeze<O: Ord>(prefixes: Map<Box<str>, Vec<Entry>>, order: &impl Fn(&Entry) -> O) -> Self {
+        let many = prefixes.len() > SCAN_PREFIXES;
+        let sorted = prefixes.into_iter().map(|(prefix, mut entries)| {
+            entries.sort_by_cached_key(order);
+            (prefix, entries.into_boxed_slice())
+        });
+        if many {
+            return Self::Map(sorted.collect());
+        }
+        let mut scan: Vec<_> = sorted.collect();
+        scan.sort_by_key(|(prefix, _)| Reverse(prefix.len()));
+        Self::Scan(scan.into_boxed_slice())
+    }
+
     /// The first matching entry under the longest matching prefix that has one.
     fn lookup(&self, path: &str, headers: &HeaderMap) -> Option<usize> {
         let trimmed = path_prefix(path);
-        let mut candidate = trimmed;
-        loop {
-            if let Some(entries) = self.prefixes.get(candidate)
-                && let Some(entry) = entries.iter().find(|e| e.matches(headers))
-            {
-                return Some(entry.route);
+        match self {
+            Self::Scan(prefixes) => prefixes.iter().find_map(|(prefix, entries)| {
+                let on_boundary = prefix.is_empty()
+                    || trimmed
+                        .strip_prefix(&**prefix)
+                        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+                if on_boundary {
+                    first_match(entries, headers)
+                } else {
+                    None
+                }
+            }),
+            Self::Map(prefixes) => {
+                let mut candidate = trimmed;
+                loop {
+                    if let Some(entries) = prefixes.get(candidate)
+                        && let Some(route) = first_match(entries, headers)
+                    {
+                        return Some(route);
+                    }
+                    if candidate.is_empty() {
+                        return None;
+                    }
+                    candidate = match candidate.rfind('/') {
+                        Some(i) => &candidate[..i],
+                        None => "",
+                    };
+                }
             }
-            if candidate.is_empty() {
-                return None;
-            }
-            candidate = match candidate.rfind('/') {
-                Some(i) => &candidate[..i],
-                None => "",
-            };
         }
     }
+}
+
+/// The host tiers while an index is being built.
+#[derive(Default)]
+struct Builder {
+    exact: Map<Box<str>, Map<Box<str>, Vec<Entry>>>,
+    wildcard: Map<Box<str>, Map<Box<str>, Vec<Entry>>>,
+    any: Map<Box<str>, Vec<Entry>>,
 }
 
 /// The compiled matcher over a list of route sources; lookups return indices into that list.
 #[derive(Clone, Debug, Default)]
 pub struct RouteIndex {
-    exact: HashMap<Box<str>, PathIndex>,
-    wildcard: HashMap<Box<str>, PathIndex>,
+    exact: Map<Box<str>, PathIndex>,
+    wildcard: Map<Box<str>, PathIndex>,
     any: PathIndex,
 }
 
@@ -133,11 +197,18 @@ impl RouteIndex {
     /// Expands every rule of every source into host/path keys and sorts each key's entries.
     /// Header matchers with an invalid name make their rule unmatchable (it is skipped).
     pub fn build(sources: &[RouteSource]) -> Self {
-        let mut index = Self::default();
-        for (i, source) in sources.iter().enumerate() {
-            for rule in &source.spec.rules {
+        Self::build_with(sources.len(), |i| &sources[i])
+    }
+
+    /// [`Self::build`] over `len` sources that `source` hands out by index (so that a table
+    /// indexes its bound routes without copying their sources).
+    fn build_with<'a>(len: usize, source: impl Fn(usize) -> &'a RouteSource) -> Self {
+        let mut builder = Builder::default();
+        for route in 0..len {
+            let src = source(route);
+            for rule in &src.spec.rules {
                 let Some(headers) = HeaderMatcher::compile_all(&rule.headers) else {
-                    tracing::warn!(namespace = %source.namespace, name = %source.name, "rule with an invalid header name skipped");
+                    tracing::warn!(namespace = %src.namespace, name = %src.name, "rule with an invalid header name skipped");
                     continue;
                 };
                 let hosts: Vec<HostPattern> = if rule.hosts.is_empty() {
@@ -150,25 +221,26 @@ impl RouteIndex {
                 } else {
                     rule.paths.iter().map(|p| path_prefix(&p.value)).collect()
                 };
-                for host in &hosts {
+                for host in hosts {
                     let tier = match host {
-                        HostPattern::Exact(h) => index.exact.entry(h.as_str().into()).or_default(),
+                        HostPattern::Exact(h) => builder.exact.entry(h.into()).or_default(),
                         // An empty suffix matches no host (the lookup never asks for it).
                         HostPattern::Wildcard(h) if h.is_empty() => continue,
-                        HostPattern::Wildcard(h) => {
-                            index.wildcard.entry(h.as_str().into()).or_default()
-                        }
-                        HostPattern::Any => &mut index.any,
+                        HostPattern::Wildcard(h) => builder.wildcard.entry(h.into()).or_default(),
+                        HostPattern::Any => &mut builder.any,
                     };
                     for path in &paths {
-                        let entries = tier.prefixes.entry((*path).into()).or_default();
-                        // The same route may reach a key twice (duplicate hosts/paths); once is enough
-                        // when the matchers are the same.
-                        if entries.iter().any(|e| e.route == i && e.headers == headers) {
+                        let entries = tier.entry((*path).into()).or_default();
+                        // The same route may reach a key twice (duplicate hosts/paths); once is
+                        // enough when the matchers are the same.
+                        if entries
+                            .iter()
+                            .any(|e| e.route == route && e.headers == headers)
+                        {
                             continue;
                         }
                         entries.push(Entry {
-                            route: i,
+                            route,
                             headers: headers.clone(),
                         });
                     }
@@ -176,7 +248,7 @@ impl RouteIndex {
             }
         }
         let order = |e: &Entry| {
-            let s = &sources[e.route];
+            let s = source(e.route);
             let valued = e.headers.iter().filter(|m| m.is_valued()).count();
             (
                 Reverse(e.headers.len()),
@@ -186,17 +258,16 @@ impl RouteIndex {
                 Reverse(Arc::clone(&s.name)),
             )
         };
-        for tier in index
-            .exact
-            .values_mut()
-            .chain(index.wildcard.values_mut())
-            .chain(std::iter::once(&mut index.any))
-        {
-            for entries in tier.prefixes.values_mut() {
-                entries.sort_by_cached_key(order);
-            }
+        let freeze = |tier: Map<Box<str>, Map<Box<str>, Vec<Entry>>>| -> Map<Box<str>, PathIndex> {
+            tier.into_iter()
+                .map(|(host, prefixes)| (host, PathIndex::freeze(prefixes, &order)))
+                .collect()
+        };
+        Self {
+            exact: freeze(builder.exact),
+            wildcard: freeze(builder.wildcard),
+            any: PathIndex::freeze(builder.any, &order),
         }
-        index
     }
 
     /// The matching route for `host` (normalised with
@@ -236,8 +307,7 @@ pub struct RouteTable {
 impl RouteTable {
     /// A table over bound routes (in the order their sources were indexed).
     pub fn new(routes: Vec<Arc<Route>>) -> Self {
-        let sources: Vec<RouteSource> = routes.iter().map(|r| r.source.clone()).collect();
-        let index = RouteIndex::build(&sources);
+        let index = RouteIndex::build_with(routes.len(), |i| &routes[i].source);
         Self { routes, index }
     }
 

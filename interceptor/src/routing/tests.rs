@@ -559,13 +559,18 @@ const REQ_PATHS: &[&str] = &[
     "",
 ];
 
-fn arb_rule() -> impl Strategy<Value = RoutingRule> {
+/// Rules over the given configured hosts, paths and header names (0–2 of each).
+fn arb_rule_over(
+    hosts: &'static [&'static str],
+    paths: &'static [&'static str],
+    header_names: &'static [&'static str],
+) -> impl Strategy<Value = RoutingRule> {
     (
-        prop::collection::vec(prop::sample::select(HOSTS), 0..3),
-        prop::collection::vec(prop::sample::select(PATHS), 0..3),
+        prop::collection::vec(prop::sample::select(hosts), 0..3),
+        prop::collection::vec(prop::sample::select(paths), 0..3),
         prop::collection::vec(
             (
-                prop::sample::select(HEADER_NAMES),
+                prop::sample::select(header_names),
                 prop::sample::select(HEADER_VALUES),
             ),
             0..3,
@@ -574,12 +579,16 @@ fn arb_rule() -> impl Strategy<Value = RoutingRule> {
         .prop_map(|(hosts, paths, headers)| rule(&hosts, &paths, &headers))
 }
 
-fn arb_sources() -> impl Strategy<Value = Vec<RouteSource>> {
+/// 1–5 sources named `r<i>` in two namespaces, with or without a creation time, each with 0–2
+/// rules from `rules`.
+fn arb_sources_of(
+    rules: impl Strategy<Value = RoutingRule>,
+) -> impl Strategy<Value = Vec<RouteSource>> {
     prop::collection::vec(
         (
             prop::sample::select(&["a", "b"][..]),
             prop::option::of(prop::sample::select(&[100_i64, 200][..])),
-            prop::collection::vec(arb_rule(), 0..3),
+            prop::collection::vec(rules, 0..3),
         ),
         1..6,
     )
@@ -590,6 +599,10 @@ fn arb_sources() -> impl Strategy<Value = Vec<RouteSource>> {
             .map(|(i, (ns, created, rules))| source(ns, &format!("r{i}"), created, rules))
             .collect()
     })
+}
+
+fn arb_sources() -> impl Strategy<Value = Vec<RouteSource>> {
+    arb_sources_of(arb_rule_over(HOSTS, PATHS, HEADER_NAMES))
 }
 
 fn arb_request_headers() -> impl Strategy<Value = Vec<(&'static str, &'static str)>> {
@@ -754,37 +767,8 @@ const EDGE_REQ_PATHS: &[&str] = &[
     "",
 ];
 
-fn arb_edge_rule() -> impl Strategy<Value = RoutingRule> {
-    (
-        prop::collection::vec(prop::sample::select(EDGE_HOSTS), 0..3),
-        prop::collection::vec(prop::sample::select(EDGE_PATHS), 0..3),
-        prop::collection::vec(
-            (
-                prop::sample::select(EDGE_HEADER_NAMES),
-                prop::sample::select(HEADER_VALUES),
-            ),
-            0..3,
-        ),
-    )
-        .prop_map(|(hosts, paths, headers)| rule(&hosts, &paths, &headers))
-}
-
 fn arb_edge_sources() -> impl Strategy<Value = Vec<RouteSource>> {
-    prop::collection::vec(
-        (
-            prop::sample::select(&["a", "b"][..]),
-            prop::option::of(prop::sample::select(&[100_i64, 200][..])),
-            prop::collection::vec(arb_edge_rule(), 0..3),
-        ),
-        1..6,
-    )
-    .prop_map(|routes| {
-        routes
-            .into_iter()
-            .enumerate()
-            .map(|(i, (ns, created, rules))| source(ns, &format!("r{i}"), created, rules))
-            .collect()
-    })
+    arb_sources_of(arb_rule_over(EDGE_HOSTS, EDGE_PATHS, EDGE_HEADER_NAMES))
 }
 
 /// How good a match a rule that `rule_matches` accepted is, under the documented precedence
