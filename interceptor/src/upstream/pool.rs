@@ -166,15 +166,32 @@ impl<C: Reusable + Send + 'static> IdlePool<C> {
         let seq = idle.next_seq;
         idle.next_seq += 1;
         let parked = Parked { conn, seq, since };
-        match idle.hosts.iter_mut().find(|h| h.key.as_ref() == key) {
-            Some(host) if host.conns.len() >= limits.per_host => return,
-            Some(host) => host.conns.push_back(parked),
-            None => idle.hosts.push(Host {
-                key: key.to_owned(),
-                conns: VecDeque::from([parked]),
-            }),
+        match idle.hosts.iter().position(|h| h.key.as_ref() == key) {
+            Some(h) => {
+                let host = &mut idle.hosts[h];
+                let before = host.conns.len();
+                if before >= limits.per_host {
+                    // Full: closed connections make room first, else this one is closed.
+                    host.conns.retain(|p| !p.conn.is_closed());
+                }
+                let kept = host.conns.len() < limits.per_host;
+                if kept {
+                    host.conns.push_back(parked);
+                }
+                let after = host.conns.len();
+                idle.total = idle.total - before + after;
+                if !kept {
+                    return;
+                }
+            }
+            None => {
+                idle.hosts.push(Host {
+                    key: key.to_owned(),
+                    conns: VecDeque::from([parked]),
+                });
+                idle.total += 1;
+            }
         }
-        idle.total += 1;
         if limits.total > 0 && idle.total > limits.total {
             idle.close_longest_idle();
         }

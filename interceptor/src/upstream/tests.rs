@@ -165,6 +165,20 @@ async fn closed_connections_are_never_reused_and_busy_ones_wait() {
 }
 
 #[tokio::test]
+async fn closed_connections_make_room_under_the_per_host_bound() {
+    let closed = Closed::default();
+    let pool = pool(1, 0);
+    let stale = Fake::new("stale", &closed);
+    let peer_closed = Arc::clone(&stale.peer_closed);
+    pool.put(A, stale);
+    peer_closed.store(true, Ordering::SeqCst);
+    pool.put(A, Fake::new("fresh", &closed));
+    assert_eq!(closed.names(), ["stale"]);
+    assert_eq!(pool.idle_count(), 1);
+    assert_eq!(take_name(&pool, A), Some("fresh"));
+}
+
+#[tokio::test]
 async fn plain_tls_and_service_destinations_are_apart_but_share_the_total() {
     let closed = Closed::default();
     let pool = pool(10, 2);
