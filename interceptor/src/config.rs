@@ -214,12 +214,13 @@ pub struct Config {
     #[arg(long, env = "KEDA_HTTP_ALLOWED_UPGRADES", default_value = "websocket")]
     pub allowed_upgrades: String,
 
-    /// Accepted for compatibility; not enforced: idle upstream connections are bounded per
-    /// endpoint only, by KEDA_HTTP_MAX_IDLE_CONNS_PER_HOST (a warning is logged when set).
-    #[arg(long, env = "KEDA_HTTP_MAX_IDLE_CONNS")]
-    pub max_idle_conns: Option<usize>,
+    /// Idle upstream HTTP/1.1 connections kept over all endpoints, plain and TLS together;
+    /// beyond it the connection idle the longest is closed. 0: no bound.
+    #[arg(long, env = "KEDA_HTTP_MAX_IDLE_CONNS", default_value_t = 1000)]
+    pub max_idle_conns: usize,
 
-    /// Idle upstream connections kept per endpoint.
+    /// Idle upstream HTTP/1.1 connections kept per endpoint (0: none; unused ones are closed
+    /// after 90 s).
     #[arg(long, env = "KEDA_HTTP_MAX_IDLE_CONNS_PER_HOST", default_value_t = 200)]
     pub max_idle_conns_per_host: usize,
 
@@ -373,13 +374,6 @@ impl Config {
                 self.profiling_bind_address
             ));
         }
-        if let Some(max) = self.max_idle_conns {
-            warnings.push(format!(
-                "KEDA_HTTP_MAX_IDLE_CONNS={max} has no effect: idle upstream connections are \
-                 bounded per endpoint only, by KEDA_HTTP_MAX_IDLE_CONNS_PER_HOST ({})",
-                self.max_idle_conns_per_host
-            ));
-        }
         warnings
     }
 
@@ -469,6 +463,7 @@ mod tests {
         assert_eq!(c.response_header_timeout, Duration::from_secs(300));
         assert_eq!(c.request_timeout, Duration::ZERO);
         assert_eq!(c.max_idle_conns_per_host, 200);
+        assert_eq!(c.max_idle_conns, 1000);
         assert_eq!(c.proxy_tls_port, 8443);
         assert!(!c.proxy_tls_enabled);
         assert!(c.enable_cold_start_header);
@@ -629,7 +624,6 @@ mod tests {
         let warned = [
             ("KEDA_HTTP_SCALER_CONFIG_MAP_INFORMER_RSYNC_PERIOD", "30m"),
             ("PROFILING_BIND_ADDRESS", "127.0.0.1:6060"),
-            ("KEDA_HTTP_MAX_IDLE_CONNS", "10"),
         ];
         let effective = [
             ("KEDA_HTTP_PROXY_PORT", "8081"),
@@ -664,6 +658,7 @@ mod tests {
             ("KEDA_HTTP_READINESS_TIMEOUT", "20s"),
             ("KEDA_HTTP_CONNECT_TIMEOUT", "1s"),
             ("KEDA_HTTP_MAX_IDLE_CONNS_PER_HOST", "20"),
+            ("KEDA_HTTP_MAX_IDLE_CONNS", "10"),
             ("KEDA_CONDITION_WAIT_TIMEOUT", "20s"),
             ("KEDA_RESPONSE_HEADER_TIMEOUT", "20s"),
             ("KEDA_HTTP_COLD_START_MAX_PENDING_REQUESTS", "5"),

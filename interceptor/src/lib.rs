@@ -14,7 +14,8 @@
 //! waking cold requests), [`watches`] (kube-rs watchers and reflectors, one spec per watched
 //! kind), [`proxy`] (the request path as named phases `check → route → admit → forward →
 //! finish`, every self-made response in [`proxy::respond`], forwarding, protocols, the accept
-//! loops), [`tls`] (the TLS listener's certificates), [`upstream_tls`] (TLS to backends),
+//! loops), [`tls`] (the TLS listener's certificates), [`upstream`] (pooled HTTP/1.1
+//! connections to backends), [`upstream_tls`] (TLS to backends),
 //! [`admin`], [`metrics`], [`files`]
 //! (static routes/endpoints), and [`lifecycle`] (the phase and stop signals that
 //! [`Interceptor::run`] drives through the shutdown sequence).
@@ -53,6 +54,7 @@ pub mod queue;
 pub mod routing;
 pub mod telemetry;
 pub mod tls;
+pub mod upstream;
 pub mod upstream_tls;
 pub mod watches;
 
@@ -174,6 +176,7 @@ impl Interceptor {
             response_header_timeout: config.effective_response_header_timeout(),
             connect_timeout: config.connect_timeout,
             max_idle_per_host: config.max_idle_conns_per_host,
+            max_idle_total: config.max_idle_conns,
             log_requests: config.log_requests,
             cold_start_header: config.enable_cold_start_header,
             direct_pod_routing: config.direct_pod_routing,

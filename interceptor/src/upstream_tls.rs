@@ -11,8 +11,8 @@
 //! `<service>.<namespace>`, as upstream does, also when the request goes to a pod address
 //! (direct-pod routing). ALPN offers `h2` and `http/1.1` (only `h2` for an
 //! `appProtocol: kubernetes.io/h2c` port); an `h2` connection is shared by requests, an
-//! HTTP/1.1 one is kept idle for reuse (at most `KEDA_HTTP_MAX_IDLE_CONNS_PER_HOST` per
-//! endpoint and name).
+//! HTTP/1.1 one is kept idle for reuse in the one pool of idle connections that plain
+//! HTTP/1.1 uses too ([`crate::upstream::pool`]: per endpoint and name, and in total).
 //!
 //! [`TlsPool`] is generic over the request body so that this module needs nothing from
 //! [`crate::proxy`].
@@ -33,11 +33,11 @@ use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signat
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
-use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use crate::config::{Config, ConfigError};
 use crate::tls::{self, TlsError};
+use crate::upstream::{self, DialError, IdlePool, KeyRef};
 
 /// A boxed error, as hyper's body bounds want it.
 type BoxError = Box<dyn StdError + Send + Sync>;
@@ -254,12 +254,9 @@ impl<B> TlsSender<B> {
 /// Why no TLS connection could be made; nothing of the request was sent.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsConnectError {
-    /// The TCP connect did not finish within the connect timeout.
-    #[error("connect timed out")]
-    Timeout,
-    /// The TCP connect failed.
-    #[error("connect: {0}")]
-    Connect(#[source] std::io::Error),
+    /// The TCP connect failed or did not finish within the connect timeout.
+    #[error(transparent)]
+    Dial(DialError),
     /// The TLS handshake (or certificate verification) failed.
     #[error("TLS handshake with {name:?} failed: {source}")]
     Handshake {
@@ -281,9 +278,9 @@ pub enum TlsConnectError {
 pub struct TlsPool<B> {
     tls: Arc<UpstreamTls>,
     connect_timeout: Duration,
-    max_idle_per_host: usize,
     h2: Mutex<HashMap<TlsKey, http2::SendRequest<B>>>,
-    idle: Mutex<HashMap<TlsKey, Vec<http1::SendRequest<B>>>>,
+    /// Idle HTTP/1.1 connections, in the pool plain connections use too.
+    idle: IdlePool<http1::SendRequest<B>>,
 }
 
 impl<B> std::fmt::Debug for TlsPool<B> {
@@ -300,15 +297,18 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    /// A pool connecting within `connect_timeout`, keeping `max_idle_per_host` idle HTTP/1.1
-    /// connections per destination.
-    pub fn new(tls: Arc<UpstreamTls>, connect_timeout: Duration, max_idle_per_host: usize) -> Self {
+    /// A pool connecting within `connect_timeout`, keeping idle HTTP/1.1 connections in
+    /// `idle`.
+    pub fn new(
+        tls: Arc<UpstreamTls>,
+        connect_timeout: Duration,
+        idle: IdlePool<http1::SendRequest<B>>,
+    ) -> Self {
         Self {
             tls,
             connect_timeout,
-            max_idle_per_host,
             h2: Mutex::new(HashMap::new()),
-            idle: Mutex::new(HashMap::new()),
+            idle,
         }
     }
 
@@ -318,13 +318,9 @@ where
         if let Some(sender) = self.cached(key) {
             return Ok(sender);
         }
-        let tcp =
-            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(key.addr)).await {
-                Err(_) => return Err(TlsConnectError::Timeout),
-                Ok(Err(e)) => return Err(TlsConnectError::Connect(e)),
-                Ok(Ok(tcp)) => tcp,
-            };
-        let _ = tcp.set_nodelay(true);
+        let tcp = upstream::dial(key.addr, self.connect_timeout)
+            .await
+            .map_err(TlsConnectError::Dial)?;
         let connector = if key.h2_only {
             &self.tls.h2_only
         } else {
@@ -362,14 +358,9 @@ where
             conns.insert(key.clone(), sender.clone());
             Ok(TlsSender::Http2(sender))
         } else {
-            let (mut sender, connection) =
-                http1::handshake(io).await.map_err(TlsConnectError::Http)?;
-            tokio::spawn(async move {
-                if let Err(error) = connection.with_upgrades().await {
-                    tracing::debug!(%addr, %error, "backend HTTP/1.1 TLS connection ended");
-                }
-            });
-            sender.ready().await.map_err(TlsConnectError::Http)?;
+            let sender = upstream::handshake(io, addr)
+                .await
+                .map_err(TlsConnectError::Http)?;
             Ok(TlsSender::Http1(sender))
         }
     }
@@ -384,15 +375,10 @@ where
                 return Some(TlsSender::Http2(sender.clone()));
             }
         }
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        let senders = idle.get_mut(key)?;
-        senders.retain(|s| !s.is_closed());
-        let ready = senders.iter().position(http1::SendRequest::is_ready);
-        let sender = ready.map(|i| senders.swap_remove(i));
-        if senders.is_empty() {
-            idle.remove(key);
+        if key.h2_only {
+            return None;
         }
-        sender.map(TlsSender::Http1)
+        self.idle.take(idle_key(key)).map(TlsSender::Http1)
     }
 
     /// Sends `req` on `sender`. An HTTP/1.1 connection goes back to the idle list once the
@@ -412,7 +398,7 @@ where
             },
             TlsSender::Http1(mut sender) => match sender.try_send_request(req).await {
                 Ok(response) => {
-                    self.keep_idle(key, sender);
+                    self.park(key, sender, &response);
                     return Ok(response);
                 }
                 Err(error) => error,
@@ -435,23 +421,24 @@ where
                     .send_request(req)
                     .await
                     .map_err(SendError::Upstream)?;
-                self.keep_idle(key, sender);
+                self.park(key, sender, &response);
                 Ok(response)
             }
         }
     }
 
-    fn keep_idle(&self, key: &TlsKey, sender: http1::SendRequest<B>) {
-        if self.max_idle_per_host == 0 {
-            return;
-        }
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        let senders = idle.entry(key.clone()).or_default();
-        senders.retain(|s| !s.is_closed());
-        if senders.len() < self.max_idle_per_host {
-            senders.push(sender);
+    /// Parks an HTTP/1.1 connection for reuse once its response headers are in, unless it
+    /// was upgraded (`101`: the connection belongs to the splice).
+    fn park(&self, key: &TlsKey, sender: http1::SendRequest<B>, response: &Response<Incoming>) {
+        if response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+            self.idle.put(idle_key(key), sender);
         }
     }
+}
+
+/// The idle-pool key of a TLS destination's HTTP/1.1 connections.
+fn idle_key(key: &TlsKey) -> KeyRef<'_> {
+    KeyRef::Tls(key.addr, &key.name)
 }
 
 /// Why sending on a TLS connection failed.

@@ -1,94 +1,27 @@
 //! The TLS listener (SNI certificate selection, ALPN h2/http1.1, minimum version) and TLS to
 //! the backends (verification with the CA directories, skip-verify, h2 by ALPN, plain stays
-//! plain).
+//! plain, gRPC streaming both ways through TLS on both sides).
 //!
-//! `tests/fixtures` holds self-signed test certificates (never used outside tests):
-//! `default.crt` for `default.example.com`, `store/nested/wild.crt` for `store.example.com` and
-//! `*.store.example.com`, and `store/other.pem` (RSA) for `other.example.com`. Backend
-//! certificates are made per test with `rcgen`, their CA written to a temporary directory.
+//! Backend certificates are made per test with `rcgen`, their CA written to a temporary
+//! directory ([`tls_support`]).
 
 mod common;
+mod tls_support;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
 use common::*;
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, StreamBody};
-use hyper::body::{Frame, Incoming};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::RootCertStore;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls_pki_types::ServerName;
+use tls_support::*;
 use tokio::net::TcpListener;
-use tokio_rustls::{TlsAcceptor, TlsConnector};
-
-fn fixture(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(path)
-}
-
-fn cert(path: &str) -> CertificateDer<'static> {
-    CertificateDer::from_pem_file(fixture(path)).expect("fixture certificate")
-}
-
-fn connector(
-    alpn: &[&[u8]],
-    versions: &[&'static rustls::SupportedProtocolVersion],
-) -> TlsConnector {
-    let mut roots = RootCertStore::empty();
-    for c in ["default.crt", "store/nested/wild.crt", "store/other.pem"] {
-        roots.add(cert(c)).expect("root");
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(versions)
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    TlsConnector::from(Arc::new(config))
-}
-
-/// A test CA (in its own temporary directory, as `ca.crt`) and a backend certificate it signed.
-struct BackendPki {
-    ca_dir: tempfile::TempDir,
-    cert: CertificateDer<'static>,
-    key: PrivateKeyDer<'static>,
-}
-
-/// A CA and a backend certificate for `names`.
-fn backend_pki(names: &[&str]) -> BackendPki {
-    let ca_key = rcgen::KeyPair::generate().expect("CA key");
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    // A name of its own, so that another test CA is an unknown issuer, not a bad signature.
-    static SERIAL: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let serial = SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    ca_params.distinguished_name.push(
-        rcgen::DnType::CommonName,
-        format!("keda-http test CA {serial}"),
-    );
-    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).expect("CA");
-    let leaf_key = rcgen::KeyPair::generate().expect("leaf key");
-    let leaf =
-        rcgen::CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
-            .expect("leaf params")
-            .signed_by(&leaf_key, &ca)
-            .expect("leaf");
-    let ca_dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(ca_dir.path().join("ca.crt"), ca.pem()).expect("write CA");
-    BackendPki {
-        ca_dir,
-        cert: leaf.der().clone(),
-        key: PrivateKeyDer::try_from(leaf_key.serialize_der()).expect("key der"),
-    }
-}
 
 /// Starts a TLS-only backend with `pki`'s certificate, offering `alpn`, answering with
 /// `handler`. Returns its address.
@@ -97,15 +30,7 @@ where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: std::future::Future<Output = Response<TestBody>> + Send + 'static,
 {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_no_client_auth()
-        .with_single_cert(vec![pki.cert.clone()], pki.key.clone_key())
-        .expect("server certificate");
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let acceptor = pki.acceptor(alpn);
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
@@ -155,24 +80,6 @@ async fn describe(req: Request<Incoming>) -> Response<TestBody> {
     Response::new(full(format!("{:?} {host} {proto}", req.version())))
 }
 
-/// The interceptor with its TLS listener on the fixture certificates; `configure` adds to it.
-async fn start_tls_with(
-    min_13: bool,
-    configure: impl FnOnce(&mut keda_http_interceptor::Config),
-) -> Harness {
-    Harness::start(|c| {
-        c.proxy_tls_enabled = true;
-        c.proxy_tls_cert_path = fixture("default.crt");
-        c.proxy_tls_key_path = fixture("default.key");
-        c.proxy_tls_cert_store_paths = fixture("store").display().to_string();
-        if min_13 {
-            c.tls_min_version = Some(keda_http_interceptor::config::TlsVersion::Tls13);
-        }
-        configure(c);
-    })
-    .await
-}
-
 /// The TLS listener with one route `ns/app` to a TLS backend (verified with its CA dir).
 async fn start_tls(min_13: bool) -> Harness {
     let pki = backend_pki(&["app.ns"]);
@@ -191,39 +98,6 @@ async fn start_tls(min_13: bool) -> Harness {
     h.set_endpoints("ns", "app", 80, http1(&[addr]));
     h.install(vec![route("ns", "app", &[], &[])]).await;
     h
-}
-
-/// Sends `GET /` with `Host: host` over TLS to the interceptor's TLS listener (HTTP/1.1).
-async fn get_over_tls(h: &Harness, host: &str) -> (StatusCode, Bytes) {
-    let tls_addr = h.addrs.tls.expect("TLS listener");
-    let tcp = tokio::net::TcpStream::connect(tls_addr)
-        .await
-        .expect("connect");
-    let all = [&rustls::version::TLS12, &rustls::version::TLS13];
-    let tls = connector(&[b"http/1.1"], &all)
-        .connect(
-            ServerName::try_from("default.example.com").expect("name"),
-            tcp,
-        )
-        .await
-        .expect("handshake");
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .expect("h1 handshake");
-    tokio::spawn(conn);
-    let req = Request::get("/")
-        .header(http::header::HOST, host)
-        .body(empty())
-        .expect("request");
-    let response = sender.send_request(req).await.expect("response");
-    let status = response.status();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    (status, body)
 }
 
 /// Log lines written while the guard lives (this thread; `#[tokio::test]` runs every task on
@@ -455,84 +329,175 @@ async fn an_unknown_backend_ca_is_a_502_with_a_log_line_and_skip_verify_passes()
     .await;
 }
 
+/// A request message of the hand-written `test.Chat/Talk` bidirectional-streaming RPC.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Said {
+    #[prost(string, tag = "1")]
+    text: String,
+}
+
+/// A response message of `test.Chat/Talk`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Heard {
+    #[prost(string, tag = "1")]
+    text: String,
+}
+
+type HeardStream =
+    Pin<Box<dyn futures::Stream<Item = Result<Heard, tonic::Status>> + Send + 'static>>;
+
+/// `test.Chat/Talk`: answers every message as it arrives, and reports each one it has read on
+/// `seen`.
+#[derive(Clone)]
+struct Chat {
+    seen: tokio::sync::mpsc::UnboundedSender<String>,
+}
+
+impl tonic::codegen::Service<tonic::Request<tonic::Streaming<Said>>> for Chat {
+    type Response = tonic::Response<HeardStream>;
+    type Error = tonic::Status;
+    type Future = futures::future::Ready<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: tonic::Request<tonic::Streaming<Said>>) -> Self::Future {
+        let inbound = request.into_inner();
+        let replies = futures::stream::unfold(
+            (inbound, self.seen.clone()),
+            |(mut inbound, seen)| async move {
+                match inbound.message().await {
+                    Ok(Some(said)) => {
+                        let _ = seen.send(said.text.clone());
+                        let heard = Heard {
+                            text: format!("heard {}", said.text),
+                        };
+                        Some((Ok(heard), (inbound, seen)))
+                    }
+                    Ok(None) | Err(_) => None,
+                }
+            },
+        );
+        futures::future::ready(Ok(tonic::Response::new(Box::pin(replies) as HeardStream)))
+    }
+}
+
+/// A tonic gRPC server (h2 only) behind a TLS listener with `pki`'s certificate.
+async fn grpc_tls_backend(pki: &BackendPki, chat: Chat) -> SocketAddr {
+    let acceptor = pki.acceptor(&[b"h2"]);
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            let chat = chat.clone();
+            tokio::spawn(async move {
+                let Ok(stream) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let service = service_fn(move |req: Request<Incoming>| {
+                    let chat = chat.clone();
+                    async move {
+                        assert_eq!(req.uri().path(), "/test.Chat/Talk");
+                        let codec = tonic_prost::ProstCodec::<Heard, Said>::default();
+                        let mut grpc = tonic::server::Grpc::new(codec);
+                        Ok::<_, Infallible>(grpc.streaming(chat, req).await)
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .http2_only()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// Connects tonic's channel to the interceptor's TLS listener (ALPN `h2`).
+#[derive(Clone)]
+struct ToTlsListener(SocketAddr);
+
+impl tonic::codegen::Service<http::Uri> for ToTlsListener {
+    type Response = TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+    type Error = std::io::Error;
+    type Future =
+        Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: http::Uri) -> Self::Future {
+        let addr = self.0;
+        Box::pin(async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await?;
+            let all = [&rustls::version::TLS12, &rustls::version::TLS13];
+            let name = ServerName::try_from("default.example.com").expect("name");
+            let tls = connector(&[b"h2"], &all).connect(name, tcp).await?;
+            Ok(TokioIo::new(tls))
+        })
+    }
+}
+
 #[tokio::test]
-async fn grpc_style_h2_streams_both_ways_over_tls() {
+async fn grpc_over_tls_streams_both_ways() {
     bounded(async {
         let pki = backend_pki(&["app.ns"]);
-        let ca_dir = pki.ca_dir.path().display().to_string();
+        let ca_dir = pki.ca_dirs();
         let h = start_tls_with(false, |c| c.tls_ca_dirs = ca_dir).await;
-        // An echo: every request body frame comes straight back as a response frame.
-        let backend = tls_backend(&pki, &[b"h2"], |req: Request<Incoming>| async move {
-            assert_eq!(req.version(), http::Version::HTTP_2);
-            let mut response = Response::new(req.into_body().map_err(Into::into).boxed());
-            response.headers_mut().insert(
-                http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static("application/grpc"),
-            );
-            response
-        })
-        .await;
+        let (seen, mut server_saw) = tokio::sync::mpsc::unbounded_channel();
+        let backend = grpc_tls_backend(&pki, Chat { seen }).await;
         h.set_endpoints("ns", "app", 80, http1(&[backend]));
         h.install(vec![route("ns", "app", &[], &[])]).await;
 
         let tls_addr = h.addrs.tls.expect("TLS listener");
-        let tcp = tokio::net::TcpStream::connect(tls_addr)
+        let channel = tonic::transport::Endpoint::from_static("http://grpc.example.com")
+            .connect_with_connector(ToTlsListener(tls_addr))
             .await
-            .expect("connect");
-        let all = [&rustls::version::TLS12, &rustls::version::TLS13];
-        let tls = connector(&[b"h2"], &all)
-            .connect(
-                ServerName::try_from("default.example.com").expect("name"),
-                tcp,
+            .expect("channel");
+        let mut client = tonic::client::Grpc::new(channel);
+        client.ready().await.expect("ready");
+        let (say, said) = tokio::sync::mpsc::channel::<Said>(1);
+        let outbound = futures::stream::unfold(said, |mut said| async move {
+            said.recv().await.map(|message| (message, said))
+        });
+        say.send(Said { text: "0".into() }).await.expect("send");
+        let response = client
+            .streaming(
+                tonic::Request::new(outbound),
+                http::uri::PathAndQuery::from_static("/test.Chat/Talk"),
+                tonic_prost::ProstCodec::<Said, Heard>::default(),
             )
             .await
-            .expect("handshake");
-        let (mut sender, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-                .await
-                .expect("h2 handshake");
-        tokio::spawn(conn);
-        let (tx, rx) = tokio::sync::mpsc::channel::<
-            Result<Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>,
-        >(1);
-        let body = StreamBody::new(futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|frame| (frame, rx))
-        }));
-        let req = Request::post("https://grpc.example.com/echo.Echo/Stream")
-            .header(http::header::CONTENT_TYPE, "application/grpc")
-            .header(http::header::TE, "trailers")
-            .body(body.boxed())
-            .expect("request");
-        tx.send(Ok(Frame::data(Bytes::from_static(b"ping 0"))))
-            .await
-            .expect("send");
-        let response = sender.send_request(req).await.expect("response");
-        assert_eq!(response.status(), StatusCode::OK);
-        let mut response_body = response.into_body();
-        // Each message comes back before the next is sent: both directions stream.
+            .expect("response headers");
+        let mut inbound = response.into_inner();
         for i in 0..5 {
             if i > 0 {
-                tx.send(Ok(Frame::data(Bytes::from(format!("ping {i}")))))
-                    .await
-                    .expect("send");
+                say.send(Said {
+                    text: i.to_string(),
+                })
+                .await
+                .expect("send");
             }
-            let mut echoed = Vec::new();
-            while echoed.len() < format!("ping {i}").len() {
-                let frame = response_body
-                    .frame()
-                    .await
-                    .expect("a frame")
-                    .expect("frame ok");
-                if let Ok(data) = frame.into_data() {
-                    echoed.extend_from_slice(&data);
-                }
-            }
-            assert_eq!(echoed, format!("ping {i}").into_bytes());
+            // The server read message i before message i+1 exists: requests stream.
+            assert_eq!(server_saw.recv().await, Some(i.to_string()));
+            // Its answer arrives while the request is still open: responses stream.
+            let heard = inbound.message().await.expect("message").expect("one more");
+            assert_eq!(heard.text, format!("heard {i}"));
         }
-        drop(tx);
-        while let Some(frame) = response_body.frame().await {
-            frame.expect("clean end");
-        }
+        drop(say);
+        assert_eq!(inbound.message().await.expect("clean end"), None);
         h.stop().await;
     })
     .await;

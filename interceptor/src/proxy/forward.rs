@@ -1,7 +1,7 @@
-//! Forwarding to a ready endpoint: request/response header rewriting, the pooled upstream
-//! clients (HTTP/1.1 through hyper-util's legacy client, h2c through one multiplexed
-//! connection per endpoint), connect retries and timeouts. Requests that arrived over TLS go
-//! to the backend over TLS ([`crate::upstream_tls`]).
+//! Forwarding to a ready endpoint: request/response header rewriting, the upstream
+//! connections (HTTP/1.1 from the idle pool of [`crate::upstream`], h2c through one
+//! multiplexed connection per endpoint), connect retries and timeouts. Requests that arrived
+//! over TLS go to the backend over TLS ([`crate::upstream_tls`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -12,9 +12,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
-use hyper::client::conn::http2;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
@@ -25,6 +23,7 @@ use super::retry::Retry;
 use crate::endpoints::{AppProtocol, Pool, PortLookup, TargetPort};
 use crate::metrics::RouteLabels;
 use crate::telemetry::{AttemptSpan, Endpoint, RequestTrace};
+use crate::upstream::{self, DialError, IdleLimits, KeyRef};
 use crate::upstream_tls::{
     self, SendError, TlsConnectError, TlsKey, TlsPool, TlsSender, UpstreamTls,
 };
@@ -265,7 +264,8 @@ pub fn set_forwarded(headers: &mut HeaderMap, client: SocketAddr, host: &HeaderV
 
 /// The upstream side of the proxy: connection pools and the timeouts of one attempt.
 pub struct Upstream {
-    http1: Client<HttpConnector, UpstreamBody>,
+    /// HTTP/1.1 connections, and the idle pool TLS HTTP/1.1 shares.
+    http1: upstream::Http1<UpstreamBody>,
     h2: Mutex<HashMap<SocketAddr, http2::SendRequest<UpstreamBody>>>,
     connect_timeout: Duration,
     /// `KEDA_HTTP_DIRECT_POD_ROUTING`: to a ready endpoint (true) or the Service address.
@@ -337,9 +337,9 @@ impl<'a> Address<'a> {
 }
 
 /// The connection one attempt sends on.
-enum Conn {
-    /// hyper-util's pooled HTTP/1.1 client (it connects, or reuses an idle connection).
-    Http1,
+enum Conn<'a> {
+    /// An HTTP/1.1 connection (idle one reused, or new) to an endpoint or the Service address.
+    Http1(KeyRef<'a>, http1::SendRequest<UpstreamBody>),
     /// The multiplexed h2c connection to an address.
     H2c(SocketAddr, http2::SendRequest<UpstreamBody>),
     /// A TLS connection (HTTP/1.1 or h2 by ALPN) to an address, verified for a name.
@@ -368,32 +368,20 @@ impl Head<'_> {
         &self,
         headers: HeaderMap,
         body: UpstreamBody,
-        address: Address<'_>,
-        conn: &Conn,
-    ) -> Result<Request<UpstreamBody>, ProxyError> {
+        conn: &Conn<'_>,
+    ) -> Request<UpstreamBody> {
         let mut req = Request::new(body);
         *req.method_mut() = self.method.clone();
         *req.headers_mut() = headers;
-        match (conn, address) {
-            (Conn::Http1, Address::Endpoint(addr)) => {
-                *req.uri_mut() = endpoint_uri(addr, &self.path);
-            }
-            (Conn::Http1, Address::Service(authority)) => {
-                let Some(uri) = authority_uri(authority, &self.path) else {
-                    return Err(ProxyError::Upstream(
-                        format!("invalid Service address {authority}").into(),
-                    ));
-                };
-                *req.uri_mut() = uri;
-            }
-            (Conn::H2c(addr, _), _) => {
+        match conn {
+            Conn::H2c(addr, _) => {
                 *req.uri_mut() = authority_uri(self.host.to_str().unwrap_or(""), &self.path)
                     .unwrap_or_else(|| endpoint_uri(*addr, &self.path));
                 *req.version_mut() = Version::HTTP_2;
                 req.headers_mut().remove(header::HOST);
-                return Ok(req);
+                return req;
             }
-            (Conn::Tls(key, sender), _) if sender.is_h2() => {
+            Conn::Tls(key, sender) if sender.is_h2() => {
                 let uri = authority_uri(self.host.to_str().unwrap_or(""), &self.path)
                     .unwrap_or_else(|| endpoint_uri(key.addr, &self.path));
                 let mut parts = uri.into_parts();
@@ -401,16 +389,16 @@ impl Head<'_> {
                 *req.uri_mut() = Uri::from_parts(parts).unwrap_or_default();
                 *req.version_mut() = Version::HTTP_2;
                 req.headers_mut().remove(header::HOST);
-                return Ok(req);
+                return req;
             }
             // HTTP/1.1 on an own connection: origin-form target.
-            (Conn::Tls(..), _) => *req.uri_mut() = Uri::from(self.path.clone()),
+            Conn::Http1(..) | Conn::Tls(..) => *req.uri_mut() = Uri::from(self.path.clone()),
         }
         *req.version_mut() = Version::HTTP_11;
         if !req.headers().contains_key(header::HOST) {
             req.headers_mut().insert(header::HOST, self.host.clone());
         }
-        Ok(req)
+        req
     }
 }
 
@@ -480,33 +468,40 @@ fn service_authority(pool: &Pool) -> Result<String, ProxyError> {
 }
 
 impl Upstream {
-    /// Pools with `max_idle_per_host` idle HTTP/1.1 connections per endpoint, forwarding to
-    /// endpoints (`direct_pod_routing`) or to the Service address, re-dialling per `retry`;
-    /// over TLS with `tls` for requests that arrived over TLS.
+    /// Pools keeping at most `max_idle_per_host` idle HTTP/1.1 connections per endpoint and
+    /// `max_idle_total` over all endpoints, plain and TLS together (0: no total bound),
+    /// forwarding to endpoints (`direct_pod_routing`) or to the Service address,
+    /// re-dialling per `retry`; over TLS with `tls` for requests that arrived over TLS.
     pub fn new(
         connect_timeout: Duration,
         max_idle_per_host: usize,
+        max_idle_total: usize,
         direct_pod_routing: bool,
         retry: Retry,
         tls: Option<Arc<UpstreamTls>>,
     ) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(connect_timeout));
-        connector.set_nodelay(true);
-        connector.enforce_http(true);
-        let http1 = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(max_idle_per_host)
-            .build(connector);
+        let http1 = upstream::Http1::new(
+            connect_timeout,
+            IdleLimits {
+                per_host: max_idle_per_host,
+                total: max_idle_total,
+                timeout: upstream::IDLE_TIMEOUT,
+            },
+        );
+        let tls = tls.map(|tls| TlsPool::new(tls, connect_timeout, http1.idle().clone()));
         Self {
             http1,
             h2: Mutex::new(HashMap::new()),
             connect_timeout,
             direct_pod_routing,
             retry,
-            tls: tls.map(|tls| TlsPool::new(tls, connect_timeout, max_idle_per_host)),
+            tls,
         }
+    }
+
+    /// Idle HTTP/1.1 connections to backends, plain and TLS.
+    pub fn idle_connections(&self) -> usize {
+        self.http1.idle().idle_count()
     }
 
     /// Sends `request` to the target of `pool`: to a ready endpoint (direct pod routing), or
@@ -571,8 +566,8 @@ impl Upstream {
         &self,
         pool: &Pool,
         head: &Head<'_>,
-        mut headers: HeaderMap,
-        mut body: Incoming,
+        headers: HeaderMap,
+        body: Incoming,
         tally: &mut Tally<'_>,
     ) -> Result<Response<Incoming>, ProxyError> {
         let service = if self.direct_pod_routing {
@@ -601,39 +596,25 @@ impl Upstream {
                 }
                 Err(AttemptError::Upstream(e)) => return Err(upstream_error(e)),
                 Ok(conn) => {
-                    // HTTP/1.1 connects inside the pooled client: the body comes back when
-                    // that connect fails. h2c has connected already: its body goes for good.
-                    let reclaim_body = may_retry && matches!(conn, Conn::Http1);
-                    let (upstream_body, reclaim, mut attempt_headers) = if reclaim_body {
-                        let (upstream_body, reclaim) =
-                            UpstreamBody::reclaimable(body, client_fault.clone());
-                        (upstream_body, Some(reclaim), headers.clone())
-                    } else {
-                        let upstream_body = UpstreamBody::once(body, client_fault.clone());
-                        (upstream_body, None, std::mem::take(&mut headers))
-                    };
+                    // Connected: the body goes out on this connection for good.
+                    let mut attempt_headers = headers;
                     if let Some(span) = &span {
                         span.inject(&mut attempt_headers);
                     }
-                    let req = head.request(attempt_headers, upstream_body, address, &conn)?;
+                    let upstream_body = UpstreamBody::once(body, client_fault.clone());
+                    let req = head.request(attempt_headers, upstream_body, &conn);
                     let response = self.send_on(conn, req, head.response_header_timeout).await;
                     attempt_outcome(span.as_ref(), &response);
-                    match response {
-                        Ok(response) => return Ok(response),
-                        Err(_) if client_fault.is_set() => return Err(ProxyError::ClientBody),
-                        Err(AttemptError::Upstream(e)) => return Err(upstream_error(e)),
+                    return match response {
+                        Ok(response) => Ok(response),
+                        Err(_) if client_fault.is_set() => Err(ProxyError::ClientBody),
+                        Err(AttemptError::Upstream(e)) => Err(upstream_error(e)),
+                        // A reused connection had closed and a new one failed: the body went
+                        // with the request, so this attempt is the last.
                         Err(AttemptError::Connect { timeout, error }) => {
-                            // The body was consumed (or never reclaimable): give up.
-                            let Some(Ok(returned)) = (match reclaim {
-                                Some(reclaim) => Some(reclaim.await),
-                                None => None,
-                            }) else {
-                                return Err(connect_error(timeout, error));
-                            };
-                            body = returned;
-                            (timeout, error)
+                            Err(connect_error(timeout, error))
                         }
-                    }
+                    };
                 }
             };
             let (timeout, error) = failure;
@@ -647,16 +628,18 @@ impl Upstream {
         }
     }
 
-    /// The connection for one attempt: nothing to do for HTTP/1.1 (the pooled client connects
-    /// when sending); for h2c the multiplexed connection to the endpoint, or to the Service
-    /// address as resolved by the cluster's DNS; with `tls_name` a TLS connection verified for
-    /// that name (h2 only for an h2c port).
-    async fn connect(
+    /// The connection for one attempt, made before any of the request is committed to it (a
+    /// failure here leaves the request to the next attempt): for HTTP/1.1 an idle pooled
+    /// connection to the endpoint or the Service address, else a new one; for h2c the
+    /// multiplexed connection to the endpoint, or to the Service address as resolved by the
+    /// cluster's DNS; with `tls_name` a TLS connection verified for that name (h2 only for an
+    /// h2c port).
+    async fn connect<'a>(
         &self,
         protocol: AppProtocol,
-        address: Address<'_>,
+        address: Address<'a>,
         tls_name: Option<&ServerName<'static>>,
-    ) -> Result<Conn, AttemptError> {
+    ) -> Result<Conn<'a>, AttemptError> {
         if let (Some(name), Some(tls)) = (tls_name, &self.tls) {
             let addr = match address {
                 Address::Endpoint(addr) => addr,
@@ -671,7 +654,14 @@ impl Upstream {
             return Ok(Conn::Tls(key, sender));
         }
         let addr = match (protocol, address) {
-            (AppProtocol::Http1, _) => return Ok(Conn::Http1),
+            (AppProtocol::Http1, address) => {
+                let key = match address {
+                    Address::Endpoint(addr) => KeyRef::Addr(addr),
+                    Address::Service(authority) => KeyRef::Authority(authority),
+                };
+                let sender = self.http1.sender(key).await.map_err(dial_error)?;
+                return Ok(Conn::Http1(key, sender));
+            }
             (AppProtocol::H2c, Address::Endpoint(addr)) => addr,
             (AppProtocol::H2c, Address::Service(authority)) => resolve(authority).await?,
         };
@@ -681,12 +671,14 @@ impl Upstream {
     /// The one send path: `req` on `conn`, within the response-header timeout.
     async fn send_on(
         &self,
-        conn: Conn,
+        conn: Conn<'_>,
         req: Request<UpstreamBody>,
         response_header_timeout: Duration,
     ) -> Result<Response<Incoming>, AttemptError> {
         match conn {
-            Conn::Http1 => with_timeout(response_header_timeout, self.send_http1(req)).await,
+            Conn::Http1(key, sender) => {
+                with_timeout(response_header_timeout, self.send_http1(key, sender, req)).await
+            }
             Conn::H2c(addr, sender) => {
                 with_timeout(response_header_timeout, self.send_h2(addr, sender, req)).await
             }
@@ -715,19 +707,17 @@ impl Upstream {
 
     async fn send_http1(
         &self,
+        key: KeyRef<'_>,
+        sender: http1::SendRequest<UpstreamBody>,
         req: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, AttemptError> {
-        self.http1.request(req).await.map_err(|e| {
-            if e.is_connect() {
-                let timeout = is_timeout(&e);
-                AttemptError::Connect {
-                    timeout,
-                    error: Box::new(e),
-                }
-            } else {
-                AttemptError::Upstream(Box::new(e))
-            }
-        })
+        self.http1
+            .send(key, sender, req)
+            .await
+            .map_err(|e| match e {
+                upstream::SendError::Dial(e) => dial_error(e),
+                upstream::SendError::Upstream(e) => AttemptError::Upstream(Box::new(e)),
+            })
     }
 
     /// Sends on a cached h2c connection; if that connection turns out to be dead before the
@@ -835,7 +825,14 @@ fn upstream_error(error: BoxError) -> ProxyError {
 
 fn tls_connect_error(error: TlsConnectError) -> AttemptError {
     AttemptError::Connect {
-        timeout: matches!(error, TlsConnectError::Timeout),
+        timeout: matches!(error, TlsConnectError::Dial(DialError::Timeout)),
+        error: Box::new(error),
+    }
+}
+
+fn dial_error(error: DialError) -> AttemptError {
+    AttemptError::Connect {
+        timeout: matches!(error, DialError::Timeout),
         error: Box::new(error),
     }
 }
@@ -846,22 +843,6 @@ fn connect_error(timeout: bool, error: BoxError) -> ProxyError {
     } else {
         ProxyError::Connect(error)
     }
-}
-
-fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut source = Some(error);
-    while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && io.kind() == std::io::ErrorKind::TimedOut
-        {
-            return true;
-        }
-        if e.to_string().contains("timed out") || e.to_string().contains("timeout") {
-            return true;
-        }
-        source = e.source();
-    }
-    false
 }
 
 fn endpoint_uri(addr: SocketAddr, path: &PathAndQuery) -> Uri {

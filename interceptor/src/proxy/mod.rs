@@ -71,6 +71,8 @@ pub struct ProxySettings {
     pub connect_timeout: Duration,
     /// Idle upstream connections kept per endpoint.
     pub max_idle_per_host: usize,
+    /// Idle upstream connections kept over all endpoints (0: no bound).
+    pub max_idle_total: usize,
     /// Write a Combined Log Format line per request (`KEDA_HTTP_LOG_REQUESTS`).
     pub log_requests: bool,
     /// Set `X-KEDA-HTTP-Cold-Start` on forwarded responses
@@ -173,6 +175,7 @@ impl Proxy {
             upstream: Upstream::new(
                 settings.connect_timeout,
                 settings.max_idle_per_host,
+                settings.max_idle_total,
                 settings.direct_pod_routing,
                 settings.retry.clone(),
                 settings.upstream_tls.clone(),
