@@ -7,6 +7,8 @@
 #   e.g.:  cargo build --release -p keda-http-interceptor -p hello &&
 #          scripts/callgrind-per-request.sh target/release/hello target/release/keda-http-interceptor
 # Needs valgrind, curl and python3. Ports 18080-18083 on 127.0.0.1.
+# With CALLGRIND_KEEP=DIR the callgrind output files are kept in DIR (cg.BIN.N, for
+# callgrind_annotate; the difference of the two runs is the per-request profile).
 set -euo pipefail
 hello=$1; shift
 dir=$(mktemp -d)
@@ -39,6 +41,9 @@ for _ in range(int(sys.argv[1])):
     assert r.status == 200, r.status
 P
   kill -TERM "$pid"; wait "$pid" || true
+  if [ -n "${CALLGRIND_KEEP:-}" ]; then
+    mkdir -p "$CALLGRIND_KEEP" && cp "$out" "$CALLGRIND_KEEP/cg.$(basename "$bin").$n"
+  fi
   grep -o "Collected : [0-9]*" "$out.log" | awk '{print $3}'
 }
 for bin in "$@"; do

@@ -475,3 +475,48 @@ impl Proxy {
         });
     }
 }
+
+#[cfg(test)]
+mod sizes {
+    //! Sizes of the request path's futures (printed with `--nocapture`).
+    use super::*;
+
+    fn size<'a, A, B, C, D, F>(_: impl FnOnce(&'a Proxy, A, B, C, D) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+    fn size3<'a, A, B, C, F>(_: impl FnOnce(&'a Proxy, A, B, C) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    #[test]
+    fn print_future_sizes() {
+        let handle = {
+            fn s<F>(_: impl FnOnce(Arc<Proxy>, Request<Incoming>, Peer) -> F) -> usize {
+                std::mem::size_of::<F>()
+            }
+            s(Proxy::handle)
+        };
+        let phases = size3(Proxy::phases);
+        let admit = size(Proxy::admit::<Incoming>);
+        let forward = size(Proxy::forward);
+        let send = {
+            fn s<'a, F>(
+                _: impl FnOnce(
+                    &'a Upstream,
+                    &'a crate::endpoints::Pool,
+                    Request<Incoming>,
+                    &'a HeaderValue,
+                    Duration,
+                    &'a crate::metrics::RouteLabels,
+                    bool,
+                ) -> F,
+            ) -> usize {
+                std::mem::size_of::<F>()
+            }
+            s(Upstream::send)
+        };
+        println!(
+            "future sizes: handle {handle}, phases {phases}, admit {admit}, forward {forward}, send {send}"
+        );
+    }
+}
