@@ -94,7 +94,8 @@ impl Proxy {
             }
             Admission::Hold(hold) => {
                 let span = trace.map(RequestTrace::cold_start);
-                let held = self.hold(route, hold, deadline).await;
+                // Boxed: only a cold request pays for the hold's timers and wakers.
+                let held = Box::pin(self.hold(route, hold, deadline)).await;
                 if let Some(span) = span {
                     span.end_hold(&held);
                 }

@@ -650,7 +650,11 @@ impl Upstream {
                 name: name.clone(),
                 h2_only: protocol == AppProtocol::H2c,
             };
-            let sender = tls.sender(&key).await.map_err(tls_connect_error)?;
+            // Boxed, as are the h2c and TLS sends below: their futures are KiB large and
+            // would otherwise sit in every request's future (HTTP/1.1 needs neither).
+            let sender = Box::pin(tls.sender(&key))
+                .await
+                .map_err(tls_connect_error)?;
             return Ok(Conn::Tls(key, sender));
         }
         let addr = match (protocol, address) {
@@ -665,7 +669,7 @@ impl Upstream {
             (AppProtocol::H2c, Address::Endpoint(addr)) => addr,
             (AppProtocol::H2c, Address::Service(authority)) => resolve(authority).await?,
         };
-        Ok(Conn::H2c(addr, self.h2_sender(addr).await?))
+        Ok(Conn::H2c(addr, Box::pin(self.h2_sender(addr)).await?))
     }
 
     /// The one send path: `req` on `conn`, within the response-header timeout.
@@ -680,10 +684,12 @@ impl Upstream {
                 with_timeout(response_header_timeout, self.send_http1(key, sender, req)).await
             }
             Conn::H2c(addr, sender) => {
-                with_timeout(response_header_timeout, self.send_h2(addr, sender, req)).await
+                let send = Box::pin(self.send_h2(addr, sender, req));
+                with_timeout(response_header_timeout, send).await
             }
             Conn::Tls(key, sender) => {
-                with_timeout(response_header_timeout, self.send_tls(key, sender, req)).await
+                let send = Box::pin(self.send_tls(key, sender, req));
+                with_timeout(response_header_timeout, send).await
             }
         }
     }
