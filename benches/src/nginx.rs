@@ -96,6 +96,7 @@ http {{
     scgi_temp_path {dir}/scgi;
     keepalive_requests 10000000;
     keepalive_timeout 600s;
+    client_header_timeout 600s;
     upstream hello {{
         server {hello};
         keepalive 64;
@@ -243,6 +244,7 @@ mod tests {
         assert!(text.contains("server 127.0.0.1:18082;"));
         assert!(text.contains("proxy_read_timeout 3600s;"));
         assert!(text.contains("keepalive_timeout 600s;"));
+        assert!(text.contains("client_header_timeout 600s;"));
         assert_eq!(text.matches('{').count(), text.matches('}').count());
     }
 }
