@@ -200,12 +200,20 @@ fn silent_role() -> anyhow::Result<()> {
     let listen: SocketAddr = std::env::var(SILENT_LISTEN)
         .context("the silent upstream's address")?
         .parse()?;
-    let listener = std::net::TcpListener::bind(listen)?;
-    let mut held = Vec::new();
-    loop {
-        let (stream, _) = listener.accept()?;
-        held.push(stream);
-    }
+    // A long accept queue: nginx opens thousands of upstream connections at once.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(listen)?;
+        let listener = socket.listen(8192)?;
+        let mut held = Vec::new();
+        loop {
+            let (stream, _) = listener.accept().await?;
+            held.push(stream);
+        }
+    })
 }
 
 /// Starts the minimal hyper proxy (this binary as a helper) on the proxy core, routing the

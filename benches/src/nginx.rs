@@ -96,6 +96,7 @@ http {{
     scgi_temp_path {dir}/scgi;
     keepalive_requests 10000000;
     keepalive_timeout 600s;
+    client_header_timeout 600s;
     upstream hello {{
         server {hello};
         keepalive 64;
@@ -104,7 +105,7 @@ http {{
         server {silent};
     }}
     server {{
-        listen {listen};
+        listen {listen} backlog=16384;
         server_name {hello_host};
         location / {{
             proxy_pass http://hello;
@@ -243,6 +244,9 @@ mod tests {
         assert!(text.contains("server 127.0.0.1:18082;"));
         assert!(text.contains("proxy_read_timeout 3600s;"));
         assert!(text.contains("keepalive_timeout 600s;"));
+        assert!(text.contains("client_header_timeout 600s;"));
+        // The accept queue takes a burst of BENCH_HELD connections.
+        assert!(text.contains("listen 127.0.0.1:18080 backlog=16384;"));
         assert_eq!(text.matches('{').count(), text.matches('}').count());
     }
 }

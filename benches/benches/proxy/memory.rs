@@ -366,7 +366,8 @@ fn held_rss(
             }
             anyhow::ensure!(
                 Instant::now() < deadline,
-                "only {now:?} of {n} requests held after {STEP_BOUND:?}"
+                "only {} of {n} requests held after {STEP_BOUND:?}",
+                now.unwrap_or(0)
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
