@@ -10,9 +10,35 @@ use anyhow::Context as _;
 
 use crate::process::{Proc, pinned, which};
 
+/// The forwarding of every proxied location: upstream keep-alive and the same forwarding
+/// headers our interceptor adds, unbuffered.
+const FORWARDING: &str = "proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-Host $http_host;
+            proxy_buffering off;";
+
+/// The `http` block lines both configurations share: no access log, every temp path under
+/// `dir`, unlimited requests per client connection.
+fn http_common(dir: &Path) -> String {
+    let dir = dir.display();
+    format!(
+        "    access_log off;
+    client_body_temp_path {dir}/client_body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    keepalive_requests 10000000;"
+    )
+}
+
 /// The configuration of a single-process nginx on `listen` proxying to `upstream` with a
 /// keep-alive pool of `keepalive` idle connections. Every path nginx writes is under `dir`.
 pub fn config(dir: &Path, listen: SocketAddr, upstream: SocketAddr, keepalive: u32) -> String {
+    let http_common = http_common(dir);
     let dir = dir.display();
     format!(
         "daemon off;
@@ -24,13 +50,7 @@ events {{
     worker_connections 16384;
 }}
 http {{
-    access_log off;
-    client_body_temp_path {dir}/client_body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
-    keepalive_requests 10000000;
+{http_common}
     keepalive_timeout 120s;
     upstream backend {{
         server {upstream};
@@ -41,13 +61,7 @@ http {{
         listen {listen};
         location / {{
             proxy_pass http://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection \"\";
-            proxy_set_header Host $http_host;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto $scheme;
-            proxy_set_header X-Forwarded-Host $http_host;
-            proxy_buffering off;
+            {FORWARDING}
         }}
     }}
 }}
@@ -67,16 +81,10 @@ pub fn memory_config(
     (silent_host, silent): (&str, SocketAddr),
     connections: usize,
 ) -> String {
+    let http_common = http_common(dir);
     let dir = dir.display();
     let worker_connections = 2 * connections + 512;
     let nofile = 2 * connections + 1024;
-    let location = "proxy_http_version 1.1;
-            proxy_set_header Connection \"\";
-            proxy_set_header Host $http_host;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto $scheme;
-            proxy_set_header X-Forwarded-Host $http_host;
-            proxy_buffering off;";
     format!(
         "daemon off;
 master_process on;
@@ -88,13 +96,7 @@ events {{
     worker_connections {worker_connections};
 }}
 http {{
-    access_log off;
-    client_body_temp_path {dir}/client_body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
-    keepalive_requests 10000000;
+{http_common}
     keepalive_timeout 600s;
     client_header_timeout 600s;
     upstream hello {{
@@ -109,7 +111,7 @@ http {{
         server_name {hello_host};
         location / {{
             proxy_pass http://hello;
-            {location}
+            {FORWARDING}
         }}
     }}
     server {{
@@ -119,7 +121,7 @@ http {{
             proxy_pass http://silent;
             proxy_read_timeout 3600s;
             proxy_send_timeout 3600s;
-            {location}
+            {FORWARDING}
         }}
     }}
 }}

@@ -2,6 +2,7 @@
 //! with the proxy's and the backend's CPU time per request read from `/proc`.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use keda_http_benches::process::Cores;
@@ -56,31 +57,16 @@ pub(crate) fn throughput(
         // Rotate the order so that no peer always runs first (or right after another).
         for k in 0..peers.len() {
             let peer = &peers[(k + rep) % peers.len()];
-            let run = |duration| WrkRun {
-                addr: peer.addr,
-                host: HOST.into(),
-                path: "/".into(),
-                connections: settings.connections,
-                duration,
-                cpu: Some(cores.load),
-            };
-            if !settings.warmup.is_zero() {
-                run(settings.warmup).run()?;
-            }
-            let before = peer.pid.and_then(procfs::cpu_ticks);
-            let backend_before = procfs::cpu_ticks(backend_pid);
             let load_before = procfs::loadavg();
-            let t = Instant::now();
-            let result = run(settings.seconds).run()?;
-            let wall = t.elapsed().as_secs_f64();
-            let after = peer.pid.and_then(procfs::cpu_ticks);
-            let backend_after = procfs::cpu_ticks(backend_pid);
-            let ticks = before.zip(after).map(|(b, a)| a.saturating_sub(b));
+            let MeasuredRun {
+                result,
+                wall,
+                ticks: [ticks, backend_ticks],
+            } = measured_run(settings, &cores, peer.addr, [peer.pid, Some(backend_pid)])?;
             let cpu = ticks.and_then(|t| stats::cpu_us_per_request(t, tps, result.requests));
             let share = ticks.and_then(|t| stats::core_share(t, tps, wall));
-            let backend_cpu = backend_before
-                .zip(backend_after)
-                .and_then(|(b, a)| stats::cpu_us_per_request(a - b, tps, result.requests));
+            let backend_cpu =
+                backend_ticks.and_then(|t| stats::cpu_us_per_request(t, tps, result.requests));
             eprintln!(
                 "throughput rep {} {:>9}: {:>9.0} rps p50 {:>7.0} µs p99 {:>7.0} µs proxy CPU {} µs/req",
                 rep + 1,
@@ -222,4 +208,49 @@ pub(crate) fn throughput(
         },
     });
     Ok((section, by_peer))
+}
+
+/// One wrk run as the throughput-style suites measure it: a warm-up (unmeasured), then the
+/// measured run with the CPU ticks each of `pids` used during it (`None` for no process or
+/// one that could not be read).
+pub(crate) struct MeasuredRun<const N: usize> {
+    pub(crate) result: WrkResult,
+    /// Seconds the measured run took.
+    pub(crate) wall: f64,
+    pub(crate) ticks: [Option<u64>; N],
+}
+
+/// wrk (closed loop, `settings.connections`, on the load core) against `addr` with the bench
+/// host: warm-up, then the measured run, reading the CPU ticks of `pids` around it.
+pub(crate) fn measured_run<const N: usize>(
+    settings: &Settings,
+    cores: &Cores,
+    addr: SocketAddr,
+    pids: [Option<u32>; N],
+) -> anyhow::Result<MeasuredRun<N>> {
+    let run = |duration| WrkRun {
+        addr,
+        host: HOST.into(),
+        path: "/".into(),
+        connections: settings.connections,
+        duration,
+        cpu: Some(cores.load),
+    };
+    if !settings.warmup.is_zero() {
+        run(settings.warmup).run()?;
+    }
+    let before = pids.map(|pid| pid.and_then(procfs::cpu_ticks));
+    let t = Instant::now();
+    let result = run(settings.seconds).run()?;
+    let wall = t.elapsed().as_secs_f64();
+    let after = pids.map(|pid| pid.and_then(procfs::cpu_ticks));
+    let mut ticks = [None; N];
+    for (i, tick) in ticks.iter_mut().enumerate() {
+        *tick = before[i].zip(after[i]).map(|(b, a)| a.saturating_sub(b));
+    }
+    Ok(MeasuredRun {
+        result,
+        wall,
+        ticks,
+    })
 }

@@ -6,15 +6,15 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use keda_http_benches::process::{Cores, wait_status};
 use keda_http_benches::procfs;
 use keda_http_benches::report::{self, Section, Table};
 use keda_http_benches::stats::{self, Spread};
-use keda_http_benches::wrk::WrkRun;
 use serde_json::json;
 
+use super::throughput::{MeasuredRun, measured_run};
 use super::{GOAL_WORKERS_RATIO, HOST, Settings, bench_routes, start_ours_with};
 
 pub(crate) fn workers(
@@ -55,25 +55,12 @@ pub(crate) fn workers(
         let mut this_rep = BTreeMap::new();
         for k in 0..instances.len() {
             let (n, ours) = &instances[(k + rep) % instances.len()];
-            let run = |duration| WrkRun {
-                addr: ours.proxy,
-                host: HOST.into(),
-                path: "/".into(),
-                connections: settings.connections,
-                duration,
-                cpu: Some(cores.load),
-            };
-            if !settings.warmup.is_zero() {
-                run(settings.warmup).run()?;
-            }
-            let before = procfs::cpu_ticks(ours.proc.pid());
-            let t = Instant::now();
-            let result = run(settings.seconds).run()?;
-            let wall = t.elapsed().as_secs_f64();
-            let after = procfs::cpu_ticks(ours.proc.pid());
-            let used = before
-                .zip(after)
-                .and_then(|(b, a)| stats::core_share(a.saturating_sub(b), tps, wall));
+            let MeasuredRun {
+                result,
+                wall,
+                ticks: [ticks],
+            } = measured_run(settings, &cores, ours.proxy, [Some(ours.proc.pid())])?;
+            let used = ticks.and_then(|t| stats::core_share(t, tps, wall));
             eprintln!(
                 "workers rep {} {n} worker(s): {:>9.0} rps, proxy CPU {} of a core",
                 rep + 1,

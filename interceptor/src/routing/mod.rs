@@ -24,7 +24,9 @@ use std::cmp::Reverse;
 use std::sync::Arc;
 
 use http::HeaderMap;
-use keda_http_api::routing::{HeaderMatcher, HostPattern, normalise_host, path_prefix};
+use keda_http_api::routing::{
+    HeaderMatcher, HostPattern, normalise_host, path_has_prefix, path_prefix,
+};
 
 use crate::endpoints::{Pool, Target, TargetPort};
 use crate::queue::RouteCounters;
@@ -145,17 +147,10 @@ impl PathIndex {
     fn lookup(&self, path: &str, headers: &HeaderMap) -> Option<usize> {
         let trimmed = path_prefix(path);
         match self {
-            Self::Scan(prefixes) => prefixes.iter().find_map(|(prefix, entries)| {
-                let on_boundary = prefix.is_empty()
-                    || trimmed
-                        .strip_prefix(&**prefix)
-                        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
-                if on_boundary {
-                    first_match(entries, headers)
-                } else {
-                    None
-                }
-            }),
+            Self::Scan(prefixes) => prefixes
+                .iter()
+                .filter(|(prefix, _)| path_has_prefix(trimmed, prefix))
+                .find_map(|(_, entries)| first_match(entries, headers)),
             Self::Map(prefixes) => {
                 let mut candidate = trimmed;
                 loop {

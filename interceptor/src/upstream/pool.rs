@@ -166,31 +166,30 @@ impl<C: Reusable + Send + 'static> IdlePool<C> {
         let seq = idle.next_seq;
         idle.next_seq += 1;
         let parked = Parked { conn, seq, since };
-        match idle.hosts.iter().position(|h| h.key.as_ref() == key) {
-            Some(h) => {
-                let host = &mut idle.hosts[h];
-                let before = host.conns.len();
-                if before >= limits.per_host {
-                    // Full: closed connections make room first, else this one is closed.
-                    host.conns.retain(|p| !p.conn.is_closed());
-                }
-                let kept = host.conns.len() < limits.per_host;
-                if kept {
-                    host.conns.push_back(parked);
-                }
-                let after = host.conns.len();
-                idle.total = idle.total - before + after;
-                if !kept {
-                    return;
-                }
-            }
+        let h = match idle.hosts.iter().position(|h| h.key.as_ref() == key) {
+            Some(h) => h,
             None => {
                 idle.hosts.push(Host {
                     key: key.to_owned(),
-                    conns: VecDeque::from([parked]),
+                    conns: VecDeque::new(),
                 });
-                idle.total += 1;
+                idle.hosts.len() - 1
             }
+        };
+        let conns = &mut idle.hosts[h].conns;
+        let before = conns.len();
+        if before >= limits.per_host {
+            // Full: closed connections make room first, else this one is closed.
+            conns.retain(|p| !p.conn.is_closed());
+        }
+        let kept = conns.len() < limits.per_host;
+        if kept {
+            conns.push_back(parked);
+        }
+        let after = conns.len();
+        idle.total = idle.total + after - before;
+        if !kept {
+            return;
         }
         if limits.total > 0 && idle.total > limits.total {
             idle.close_longest_idle();
