@@ -10,6 +10,7 @@
 #   usage: scripts/rss-per-connection.sh HELLO_BIN INTERCEPTOR_BIN [N]   (N defaults to 2000)
 #   e.g.:  cargo build --release -p keda-http-interceptor -p hello &&
 #          scripts/rss-per-connection.sh target/release/hello target/release/keda-http-interceptor
+# MODES="idle held" runs only those measurements.
 # Needs python3 and curl; ports 18090-18093 on 127.0.0.1 (PORT_BASE=P: P..P+3); N + 1000
 # open files.
 set -euo pipefail
@@ -96,4 +97,4 @@ for s in conns:
 P
   kill -TERM "$pid"; wait "$pid" || true
 }
-for mode in open idle held; do measure "$mode"; done
+for mode in ${MODES:-open idle held}; do measure "$mode"; done

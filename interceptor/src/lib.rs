@@ -339,7 +339,7 @@ impl Interceptor {
 /// Starts the admin listener and, if bound, the metrics listener; both stop on the life
 /// cycle's admin signal.
 fn serve_admin(
-    builder: &hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    builder: &server::Builder,
     admin_listener: TcpListener,
     metrics_listener: Option<TcpListener>,
     admin: Admin,

@@ -5,6 +5,15 @@
 //!
 //! [`serve`] takes a request handler; [`serve_connections`] takes a per-connection hook that
 //! may wrap the stream and build its own service (the interceptor sniffs framing that way).
+//!
+//! A hook whose I/O can tell when it is between requests ([`Park::PARKS`]) gets idle
+//! keep-alive connections parked: plain HTTP/1.1 connections are served by hyper's HTTP/1
+//! connection directly, and whenever one is idle its hyper state (read and write buffers,
+//! dispatcher) is dropped until the next byte arrives (see [`park`]).
+
+mod park;
+
+pub use park::Park;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -74,20 +83,39 @@ impl Default for Limits {
     }
 }
 
-/// The connection builder: HTTP/1.1 and h2 (h2c prior knowledge on plain listeners).
-pub fn builder(limits: Limits) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
+/// How connections are served: hyper-util's auto builder (HTTP/1.1 and h2, h2c prior
+/// knowledge on plain listeners) and, for connections that park, hyper's HTTP/1 builder with
+/// the same settings.
+#[derive(Clone, Debug)]
+pub struct Builder {
+    auto: auto::Builder<TokioExecutor>,
+    http1: hyper::server::conn::http1::Builder,
+    limits: Limits,
+}
+
+/// The connection builder for `limits`.
+pub fn builder(limits: Limits) -> Builder {
+    let max_buf_size = limits.max_header_bytes.max(8192);
+    let mut auto = auto::Builder::new(TokioExecutor::new());
+    auto.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes.max(8192))
+        .max_buf_size(max_buf_size)
         .max_headers(256);
-    builder
-        .http2()
+    auto.http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
-    builder
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(max_buf_size)
+        .max_headers(256);
+    Builder {
+        auto,
+        http1,
+        limits,
+    }
 }
 
 /// An accepted connection: plain TCP or TLS over TCP.
@@ -97,6 +125,28 @@ pub enum Stream {
     Plain(TcpStream),
     /// TLS, after a completed handshake.
     Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    /// Waits until the socket has something to read (bytes, end of stream or an error).
+    pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Self::Plain(s) => s.poll_read_ready(cx),
+            Self::Tls(s) => s.get_ref().0.poll_read_ready(cx),
+        }
+    }
+}
+
+impl Park for Stream {
+    const PARKS: bool = false;
+
+    fn between_requests(&self) -> bool {
+        false
+    }
+
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Stream::poll_read_ready(self, cx)
+    }
 }
 
 impl AsyncRead for Stream {
@@ -162,7 +212,7 @@ impl AsyncWrite for Stream {
 /// finish and returns when all have closed or `hard_stop` is cancelled.
 pub async fn serve<H, Fut, B>(
     listener: TcpListener,
-    builder: auto::Builder<TokioExecutor>,
+    builder: Builder,
     tls: Option<TlsAcceptor>,
     handler: H,
     stop: CancellationToken,
@@ -188,14 +238,14 @@ pub async fn serve<H, Fut, B>(
 /// and returns the I/O to serve and the hyper service for that connection.
 pub async fn serve_connections<C, Io, S, B>(
     listener: TcpListener,
-    builder: auto::Builder<TokioExecutor>,
+    builder: Builder,
     tls: Option<TlsAcceptor>,
     connect: C,
     stop: CancellationToken,
     hard_stop: CancellationToken,
 ) where
     C: Fn(Stream, SocketAddr) -> (Io, S) + Clone + Send + Sync + 'static,
-    Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    Io: Park + Send + 'static,
     S: hyper::service::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
         + Send
         + 'static,
@@ -247,8 +297,22 @@ pub async fn serve_connections<C, Io, S, B>(
                     }
                 }
             };
+            let http1 = match &stream {
+                Stream::Plain(tcp) if Io::PARKS => {
+                    match park::first_bytes(tcp, builder.limits.header_read_timeout, &stop).await {
+                        park::FirstBytes::Http1 => true,
+                        park::FirstBytes::Other => false,
+                        park::FirstBytes::Nothing => return,
+                    }
+                }
+                _ => false,
+            };
             let (io, service) = connect(stream, peer);
-            connection(io, peer, &builder, service, stop, hard_stop).await;
+            if http1 {
+                park::serve_http1(io, peer, &builder, service, stop, hard_stop).await;
+            } else {
+                connection(io, peer, &builder, service, stop, hard_stop).await;
+            }
         });
     }
     drop(listener);
@@ -262,7 +326,7 @@ pub async fn serve_connections<C, Io, S, B>(
 async fn connection<Io, S, B>(
     io: Io,
     peer: SocketAddr,
-    builder: &auto::Builder<TokioExecutor>,
+    builder: &Builder,
     service: S,
     stop: CancellationToken,
     hard_stop: CancellationToken,
@@ -275,8 +339,13 @@ async fn connection<Io, S, B>(
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    tokio::pin!(conn);
+    // Boxed: the task then stores a pointer, not hyper's connection state, so a connection
+    // that parks (served by park::serve_http1 in the same task type) stays small.
+    let mut conn = Box::pin(
+        builder
+            .auto
+            .serve_connection_with_upgrades(TokioIo::new(io), service),
+    );
     tokio::select! {
         result = conn.as_mut() => {
             if let Err(error) = result {

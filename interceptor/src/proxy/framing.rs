@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
+use keda_http_runtime::serve::{Park, Stream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 const NONE: u64 = u64::MAX;
@@ -338,6 +339,29 @@ impl<I> SniffIo<I> {
     }
 }
 
+impl Scanner {
+    /// Every byte fed so far belongs to complete requests (empty lines between requests
+    /// included), and the scan has not stopped.
+    fn between_requests(&self) -> bool {
+        matches!(self.state, State::Head(head) if head.first_line && head.line_len == 0)
+    }
+}
+
+/// An idle plain connection is parked between requests (see `keda_http_runtime::serve`).
+/// Once the scan stops (upgrade, CONNECT, h2 preface, ambiguous framing, anything it does
+/// not understand) the connection is never parked again: hyper alone knows its state then.
+impl Park for SniffIo<Stream> {
+    const PARKS: bool = true;
+
+    fn between_requests(&self) -> bool {
+        self.scanner.between_requests()
+    }
+
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.inner.poll_read_ready(cx)
+    }
+}
+
 impl<I: AsyncRead + Unpin> AsyncRead for SniffIo<I> {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -389,6 +413,56 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for SniffIo<I> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whether the scanner is between requests after each prefix of `stream` that ends at
+    /// one of `cuts`.
+    fn between_after(stream: &[u8], cuts: &[usize]) -> Vec<bool> {
+        let mut scanner = Scanner {
+            state: State::Head(Head::new()),
+            framing: Arc::new(ConnFraming::default()),
+        };
+        let mut fed = 0;
+        cuts.iter()
+            .map(|&cut| {
+                scanner.feed(&stream[fed..cut]);
+                fed = cut;
+                scanner.between_requests()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn between_requests_only_at_request_boundaries() {
+        // An idle connection is parked (and hyper's state dropped) only when this says
+        // true: a head or body in progress must never be taken for the next request.
+        let get = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        let post = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc";
+        let chunked =
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
+        assert_eq!(
+            between_after(get, &[0, 5, get.len() - 2, get.len()]),
+            [true, false, false, true]
+        );
+        // Head complete but its body not: not between requests until the last body byte.
+        assert_eq!(
+            between_after(post, &[post.len() - 3, post.len() - 1, post.len()]),
+            [false, false, true]
+        );
+        assert_eq!(
+            between_after(
+                chunked,
+                &[chunked.len() - 5, chunked.len() - 2, chunked.len()]
+            ),
+            [false, false, true]
+        );
+        // Empty lines before a request are tolerated (hyper skips them too).
+        assert_eq!(between_after(b"\r\n\r\n", &[4]), [true]);
+        // After an upgrade or CONNECT the scan stops: never between requests again.
+        let upgrade = b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n";
+        assert_eq!(between_after(upgrade, &[upgrade.len()]), [false]);
+        let connect = b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert_eq!(between_after(connect, &[connect.len()]), [false]);
+    }
 
     fn scan(chunks: &[&[u8]]) -> (u64, u64) {
         let framing = Arc::new(ConnFraming::default());

@@ -15,8 +15,6 @@ use bytes::Bytes;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioExecutor;
-use hyper_util::server::conn::auto;
 use keda_http_runtime::serve::{Stream, serve_connections};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -24,7 +22,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::framing::{AmbiguousFraming, ConnFraming, SniffIo};
 
-pub use keda_http_runtime::serve::{Limits, ServerError, TLS_HANDSHAKE_TIMEOUT, bind, builder};
+pub use keda_http_runtime::serve::{
+    Builder, Limits, ServerError, TLS_HANDSHAKE_TIMEOUT, bind, builder,
+};
 
 /// Serves connections from `listener` with `handler` until `stop` is cancelled, then stops
 /// accepting, asks each connection to finish (HTTP/1: close after the in-flight response;
@@ -32,7 +32,7 @@ pub use keda_http_runtime::serve::{Limits, ServerError, TLS_HANDSHAKE_TIMEOUT, b
 /// the remaining connections).
 pub async fn serve<H, Fut, B>(
     listener: TcpListener,
-    builder: auto::Builder<TokioExecutor>,
+    builder: Builder,
     tls: Option<TlsAcceptor>,
     handler: H,
     stop: CancellationToken,
