@@ -6,7 +6,9 @@
 
 use std::time::Duration;
 
-use http::Request;
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Uri};
 use tokio::time::Instant;
 
 use super::body::{Completion, ProxyBody};
@@ -47,7 +49,7 @@ impl Proxy {
         &self,
         route: &'r Route,
         counted: bool,
-        req: &Request<B>,
+        (req, host): (&mut Request<B>, &mut HeaderValue),
         completion: &mut Completion,
     ) -> Result<Admit<'r>, ProxyError> {
         if counted {
@@ -83,7 +85,7 @@ impl Proxy {
                     placeholder,
                     respond::Kind::Placeholder,
                     route,
-                    req,
+                    &*req,
                 )))
             }
             Admission::Reject => {
@@ -94,6 +96,7 @@ impl Proxy {
             }
             Admission::Hold(hold) => {
                 let span = trace.map(RequestTrace::cold_start);
+                compact_head(req, host);
                 // Boxed: only a cold request pays for the hold's timers and wakers.
                 let held = Box::pin(self.hold(route, hold, deadline)).await;
                 if let Some(span) = span {
@@ -151,5 +154,64 @@ impl Proxy {
             return Err(ProxyError::UnknownPort(fallback.target().to_string()));
         }
         Ok((fallback.as_ref(), None))
+    }
+}
+
+/// Copies a held request's head (target, header fields, the Host value kept for forwarding)
+/// out of hyper's read buffer. hyper hands them out as slices of that buffer, so without the
+/// copy each held request keeps a whole read buffer (8 KiB or more) alive for as long as it
+/// waits; only cold requests pay for the copy. A value that cannot be copied (none can: they
+/// were valid when parsed) is kept as it was.
+fn compact_head<B>(req: &mut Request<B>, host: &mut HeaderValue) {
+    if let Ok(uri) = Uri::from_maybe_shared(Bytes::from(req.uri().to_string())) {
+        *req.uri_mut() = uri;
+    }
+    let mut headers = HeaderMap::with_capacity(req.headers().len());
+    for (name, value) in req.headers() {
+        let name =
+            HeaderName::from_bytes(name.as_str().as_bytes()).unwrap_or_else(|_| name.clone());
+        headers.append(name, copy_value(value));
+    }
+    *req.headers_mut() = headers;
+    *host = copy_value(host);
+}
+
+fn copy_value(value: &HeaderValue) -> HeaderValue {
+    match HeaderValue::from_bytes(value.as_bytes()) {
+        Ok(mut copy) => {
+            copy.set_sensitive(value.is_sensitive());
+            copy
+        }
+        Err(_) => value.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compacted_head_is_the_same_request() {
+        let mut req = Request::builder()
+            .uri("/a/b?c=d")
+            .header("host", "app.example.com")
+            .header("x-custom", "one")
+            .header("x-custom", "two")
+            .header("authorization", "secret")
+            .body(())
+            .expect("request");
+        req.headers_mut()
+            .get_mut("authorization")
+            .expect("set")
+            .set_sensitive(true);
+        let before = req.headers().clone();
+        let mut host = HeaderValue::from_static("app.example.com");
+        compact_head(&mut req, &mut host);
+        assert_eq!(req.uri(), "/a/b?c=d");
+        assert_eq!(req.headers(), &before);
+        let custom: Vec<_> = req.headers().get_all("x-custom").iter().collect();
+        assert_eq!(custom, ["one", "two"], "repeated fields keep their order");
+        assert!(req.headers()["authorization"].is_sensitive());
+        assert_eq!(host, "app.example.com");
     }
 }

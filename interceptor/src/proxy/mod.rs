@@ -234,7 +234,8 @@ impl Proxy {
         peer: Peer,
         completion: &mut Completion,
     ) -> Result<Outcome, ProxyError> {
-        let host_value = check::check(&req)?;
+        let mut req = req;
+        let mut host_value = check::check(&req)?;
         // `check` only accepts visible ASCII.
         let host = host_value
             .to_str()
@@ -244,7 +245,10 @@ impl Proxy {
             Routed::Uncounted(route) => (route, false),
             Routed::Answered(response) => return Ok(Outcome::Answered(response)),
         };
-        let admitted = match self.admit(&route, counted, &req, completion).await? {
+        let admitted = match self
+            .admit(&route, counted, (&mut req, &mut host_value), completion)
+            .await?
+        {
             Admit::Forward(admitted) => admitted,
             Admit::Answered(response) => return Ok(Outcome::Answered(response)),
         };
