@@ -67,6 +67,17 @@ pub fn open_fds(pid: u32) -> Option<usize> {
     Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
 }
 
+/// The hard limit on open files in a `/proc/PID/limits` text (`None` when unlimited or absent).
+pub fn parse_limits_hard_nofile(limits: &str) -> Option<u64> {
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(4)?.parse().ok()
+}
+
+/// This process's hard limit on open files; child processes (nginx) cannot go above it.
+pub fn hard_nofile() -> Option<u64> {
+    parse_limits_hard_nofile(&std::fs::read_to_string("/proc/self/limits").ok()?)
+}
+
 /// Clock ticks per second (`getconf CLK_TCK`; 100 on every Linux we run on).
 pub fn ticks_per_second() -> u64 {
     std::process::Command::new("getconf")
@@ -127,6 +138,17 @@ impl Machine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_the_hard_open_files_limit() {
+        let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
+Max cpu time              unlimited            unlimited            seconds   \n\
+Max open files            1024                 20000                files     \n";
+        assert_eq!(parse_limits_hard_nofile(limits), Some(20_000));
+        let unlimited =
+            "Max open files            1024                 unlimited            files\n";
+        assert_eq!(parse_limits_hard_nofile(unlimited), None);
+    }
 
     #[test]
     fn stat_cpu_ticks_count_from_the_last_parenthesis() {

@@ -193,7 +193,7 @@ pub(crate) fn memory(
                 table.row(vec![
                     format!(
                         "nginx holding {} requests on a silent upstream (one per connection)",
-                        settings.held
+                        n.held_count
                     ),
                     report::mib(Some(n.held.held)),
                     format!(
@@ -462,6 +462,9 @@ fn whole_response(buf: &[u8]) -> anyhow::Result<Option<u16>> {
 struct NginxMemory {
     conns: ConnRss,
     held: HeldRss,
+    /// Requests held (fewer than asked when the open-files limit has no room for a client and
+    /// an upstream connection each).
+    held_count: usize,
     conn_bytes: f64,
     bare_conn_bytes: f64,
     held_bytes: f64,
@@ -507,21 +510,27 @@ fn nginx_memory(
     let conns = answered_connections(addr, n, || settled(&peer))?;
     drop(peer);
 
+    // Each held request takes a client and an upstream descriptor in nginx's worker, which
+    // cannot raise its open-files limit past our hard limit (worker_rlimit_nofile then fails
+    // and nginx reuses connections): hold as many as fit, the cost is per request.
+    let held_count =
+        procfs::hard_nofile().map_or(n, |hard| n.min((hard.saturating_sub(1024) / 2) as usize));
     let (peer, addr) = start("nginx-held")?;
     let silent_pid = silent.pid();
     let base = open_fds(&silent).context("the silent upstream's descriptors")?;
     let held = held_rss(
         addr,
-        n,
+        held_count,
         || settled(&peer),
         || procfs::open_fds(silent_pid).map(|f| f.saturating_sub(base)),
     )?;
     drop(peer);
     drop(silent);
-    let per = |kib: u64| (kib * 1024) as f64 / n.max(1) as f64;
+    let per = |kib: u64| (kib * 1024) as f64 / held_count.max(1) as f64;
     Ok(NginxMemory {
         conns,
         held,
+        held_count,
         conn_bytes: conns.per_item(n),
         bare_conn_bytes: per(held.connections.saturating_sub(held.before)),
         held_bytes: per(held.held.saturating_sub(held.before)),
