@@ -8,7 +8,8 @@
 //! kept; hyper's buffers and state are freed; the task waits for the socket to be readable
 //! and then builds a new hyper connection on the same socket.
 //!
-//! Idle means, when hyper has returned `Pending`:
+//! A connection is parked when it has been idle for [`PARK_AFTER`]; idle means, when hyper
+//! has returned `Pending`:
 //! - every request hyper handed to the service has its response ended and dropped (no
 //!   service future, no response body in flight),
 //! - everything hyper wrote has been flushed (its last write-side call was a flush that
@@ -54,6 +55,12 @@ pub trait Park: AsyncRead + AsyncWrite + Unpin {
     /// Waits until the connection has something to read (bytes, end of stream or an error).
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
 }
+
+/// How long a connection stays idle before it is parked. Parking and un-parking cost about
+/// 6,700 instructions (13% of a proxied request, by callgrind): a busy keep-alive connection,
+/// whose next request follows within milliseconds, keeps its hyper state; memory is saved
+/// where it counts, on connections idle for longer.
+const PARK_AFTER: Duration = Duration::from_millis(10);
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -147,6 +154,10 @@ pub(super) async fn serve_http1<Io, S, B>(
         let outcome = {
             let stopped = stop.cancelled();
             tokio::pin!(stopped);
+            // Armed at the start of each idle spell; parks the connection when it fires.
+            let grace = tokio::time::sleep(PARK_AFTER);
+            tokio::pin!(grace);
+            let mut idle_since_armed = false;
             poll_fn(|cx| {
                 if let Poll::Ready(result) = conn.as_mut().poll(cx) {
                     return Poll::Ready(Outcome::Ended(result));
@@ -154,10 +165,20 @@ pub(super) async fn serve_http1<Io, S, B>(
                 if stopped.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Outcome::Stop);
                 }
-                if activity.is_idle() {
-                    return Poll::Ready(Outcome::Idle);
+                if !activity.is_idle() {
+                    idle_since_armed = false;
+                    return Poll::Pending;
                 }
-                Poll::Pending
+                if !idle_since_armed {
+                    idle_since_armed = true;
+                    grace
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + PARK_AFTER);
+                }
+                match grace.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Outcome::Idle),
+                    Poll::Pending => Poll::Pending,
+                }
             })
             .await
         };
