@@ -249,7 +249,8 @@ pub struct Config {
     #[arg(long, env = "KEDA_HTTP_ROUTING_TABLE_MAX_STALENESS", default_value = "5m", value_parser = duration)]
     pub routing_table_max_staleness: Duration,
 
-    /// Time a client may take to send the request header section (our addition).
+    /// Time a client may take to send the request header section, which is also how long an
+    /// idle HTTP/1.1 client connection stays open between requests (our addition).
     #[arg(long, env = "KEDA_HTTP_READ_HEADER_TIMEOUT", default_value = "1m", value_parser = duration)]
     pub read_header_timeout: Duration,
 

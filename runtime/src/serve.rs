@@ -9,7 +9,7 @@
 //! A hook whose I/O can tell when it is between requests ([`Park::PARKS`]) gets idle
 //! keep-alive connections parked: plain HTTP/1.1 connections are served by hyper's HTTP/1
 //! connection directly, and whenever one is idle its hyper state (read and write buffers,
-//! dispatcher) is dropped until the next byte arrives (see [`park`]).
+//! dispatcher) is dropped until the next byte arrives (see `serve/park.rs`).
 
 mod park;
 

@@ -12,6 +12,9 @@
 //! understand (hyper rejects malformed input itself). Each complete request head gets an
 //! index; [`ConnFraming::next_request_is_ambiguous`], called once per request in order, tells
 //! the service whether the request it is handling was ambiguous.
+//!
+//! The same scan tells the accept loop when every byte read belongs to complete requests
+//! (`keda_http_runtime::serve::Park`): only then may an idle connection drop hyper's state.
 
 use std::io;
 use std::pin::Pin;

@@ -20,7 +20,9 @@
 //!
 //! A parked connection is closed when it stays idle for the header-read timeout (hyper
 //! applies that timeout to an idle connection too), and at once on a graceful stop, as hyper
-//! closes an idle connection then.
+//! closes an idle connection then. The first byte un-parks the connection and hyper's own
+//! header-read timer starts then, so a client that starts a head just before the parked
+//! timeout has up to twice the bound in all.
 
 use std::convert::Infallible;
 use std::future::{Future, poll_fn};
