@@ -435,6 +435,32 @@ mod tests {
     }
 
     #[test]
+    fn any_chunking_gives_the_same_findings() {
+        // Feeding a stream in pieces of any size (as reads deliver it) must find the same
+        // heads, ambiguity and request boundaries.
+        let stream: &[u8] =
+            b"GET /a/very/long/path/beyond/the/kept/bytes?x=1 HTTP/1.1\r\nHost: a\r\n\
+X-Long-Header-Name-Beyond-Cap: v:a:l\r\nUpgrade-Insecure-Requests: 1\r\n\r\n\
+POST / HTTP/1.1\r\nHost: a\r\nCONTENT-length:  3 \r\nX: Transfer-Encoding: chunked\r\n\r\nabc\
+POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n";
+        let whole = scan(&[stream]);
+        assert_eq!(whole.0, 3, "three heads");
+        assert_eq!(whole.1, 2, "the third is ambiguous, nothing before it");
+        for size in 1..=stream.len() {
+            let pieces: Vec<&[u8]> = stream.chunks(size).collect();
+            assert_eq!(scan(&pieces), whole, "pieces of {size} bytes");
+        }
+        let second_end = stream.windows(3).position(|w| w == b"abc").expect("body") + 3;
+        for cut in [second_end - 1, second_end] {
+            assert_eq!(
+                between_after(stream, &[cut]),
+                [cut == second_end],
+                "cut at {cut}"
+            );
+        }
+    }
+
+    #[test]
     fn between_requests_only_at_request_boundaries() {
         // An idle connection is parked (and hyper's state dropped) only when this says
         // true: a head or body in progress must never be taken for the next request.
