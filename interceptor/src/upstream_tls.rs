@@ -398,7 +398,7 @@ where
             },
             TlsSender::Http1(mut sender) => match sender.try_send_request(req).await {
                 Ok(response) => {
-                    self.park(key, sender, &response);
+                    self.idle.park_after(idle_key(key), sender, &response);
                     return Ok(response);
                 }
                 Err(error) => error,
@@ -421,17 +421,9 @@ where
                     .send_request(req)
                     .await
                     .map_err(SendError::Upstream)?;
-                self.park(key, sender, &response);
+                self.idle.park_after(idle_key(key), sender, &response);
                 Ok(response)
             }
-        }
-    }
-
-    /// Parks an HTTP/1.1 connection for reuse once its response headers are in, unless it
-    /// was upgraded (`101`: the connection belongs to the splice).
-    fn park(&self, key: &TlsKey, sender: http1::SendRequest<B>, response: &Response<Incoming>) {
-        if response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
-            self.idle.put(idle_key(key), sender);
         }
     }
 }

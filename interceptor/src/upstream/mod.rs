@@ -203,7 +203,7 @@ where
     ) -> Result<Response<Incoming>, SendError> {
         let mut error = match sender.try_send_request(req).await {
             Ok(response) => {
-                self.park(key, sender, &response);
+                self.idle.park_after(key, sender, &response);
                 return Ok(response);
             }
             Err(error) => error,
@@ -217,19 +217,22 @@ where
             .send_request(req)
             .await
             .map_err(SendError::Upstream)?;
-        self.park(key, sender, &response);
+        self.idle.park_after(key, sender, &response);
         Ok(response)
     }
+}
 
-    /// Parks `sender` after `response` unless the connection was upgraded.
-    pub fn park(
+impl<B: Send + 'static> IdlePool<http1::SendRequest<B>> {
+    /// Parks `sender` for reuse once `response`'s headers are in, unless the connection was
+    /// upgraded (`101`: it belongs to the splice). Plain and TLS HTTP/1.1 both park here.
+    pub fn park_after(
         &self,
         key: KeyRef<'_>,
         sender: http1::SendRequest<B>,
         response: &Response<Incoming>,
     ) {
         if response.status() != StatusCode::SWITCHING_PROTOCOLS {
-            self.idle.put(key, sender);
+            self.put(key, sender);
         }
     }
 }
