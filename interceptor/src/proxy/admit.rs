@@ -44,12 +44,14 @@ pub(super) struct Admitted<'r> {
 
 impl Proxy {
     /// Counts the request (unless it is an uncounted static-route forward) and waits for the
-    /// target to be ready if it is cold.
+    /// target to be ready if it is cold; a request about to be held first gets its head and
+    /// `host` (the Host value kept for forwarding) copied out of hyper's read buffer.
     pub(super) async fn admit<'r, B>(
         &self,
         route: &'r Route,
         counted: bool,
-        (req, host): (&mut Request<B>, &mut HeaderValue),
+        req: &mut Request<B>,
+        host: &mut HeaderValue,
         completion: &mut Completion,
     ) -> Result<Admit<'r>, ProxyError> {
         if counted {

@@ -230,11 +230,10 @@ impl Proxy {
     /// `check → route → admit → forward`.
     async fn phases(
         &self,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         peer: Peer,
         completion: &mut Completion,
     ) -> Result<Outcome, ProxyError> {
-        let mut req = req;
         let mut host_value = check::check(&req)?;
         // `check` only accepts visible ASCII.
         let host = host_value
@@ -246,7 +245,7 @@ impl Proxy {
             Routed::Answered(response) => return Ok(Outcome::Answered(response)),
         };
         let admitted = match self
-            .admit(&route, counted, (&mut req, &mut host_value), completion)
+            .admit(&route, counted, &mut req, &mut host_value, completion)
             .await?
         {
             Admit::Forward(admitted) => admitted,
