@@ -12,18 +12,9 @@
 # callgrind_annotate; the difference of the two runs is the per-request profile).
 set -euo pipefail
 hello=$1; shift
-base=${PORT_BASE:-18080}
-backend=$base proxy=$((base + 1)) admin=$((base + 2)) metrics=$((base + 3))
-dir=$(mktemp -d)
-cleanup() { kill $(jobs -p) 2>/dev/null || true; rm -rf "$dir"; }
-trap cleanup EXIT
-PORT=$backend BIND_ADDRESS=127.0.0.1 "$hello" >/dev/null 2>&1 &
-cat > "$dir/routes.json" <<'J'
-[{"apiVersion":"http.keda.sh/v1beta1","kind":"InterceptorRoute","metadata":{"namespace":"bench","name":"app"},
-  "spec":{"target":{"service":"app","port":8080},"rules":[{"hosts":["app.example.com"]}],
-          "scalingMetric":{"concurrency":{"targetValue":100}}}}]
-J
-echo "{\"bench/app/8080\":{\"addresses\":[\"127.0.0.1:$backend\"]}}" > "$dir/endpoints.json"
+# shellcheck source=scripts/files-mode.sh
+. "$(dirname "$0")/files-mode.sh"
+files_mode_setup "$hello" 18080
 run() { # BIN N -> total instructions
   local bin=$1 n=$2 out=$dir/cg.$RANDOM
   KEDA_HTTP_ROUTES_FILE=$dir/routes.json KEDA_HTTP_ENDPOINTS_FILE=$dir/endpoints.json \

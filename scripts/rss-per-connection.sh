@@ -17,24 +17,10 @@ set -euo pipefail
 hello=$1
 bin=$2
 n=${3:-2000}
-base=${PORT_BASE:-18090}
-backend=$base proxy=$((base + 1)) admin=$((base + 2)) metrics=$((base + 3))
 ulimit -n $((n + 1000))
-dir=$(mktemp -d)
-cleanup() { kill $(jobs -p) 2>/dev/null || true; rm -rf "$dir"; }
-trap cleanup EXIT
-PORT=$backend BIND_ADDRESS=127.0.0.1 "$hello" >/dev/null 2>&1 &
-cat > "$dir/routes.json" <<'J'
-[{"apiVersion":"http.keda.sh/v1beta1","kind":"InterceptorRoute","metadata":{"namespace":"bench","name":"app"},
-  "spec":{"target":{"service":"app","port":8080},"rules":[{"hosts":["app.example.com"]}],
-          "scalingMetric":{"concurrency":{"targetValue":100}}}},
- {"apiVersion":"http.keda.sh/v1beta1","kind":"InterceptorRoute","metadata":{"namespace":"bench","name":"cold"},
-  "spec":{"target":{"service":"cold","port":8080},"rules":[{"hosts":["cold.example.com"]}],
-          "scalingMetric":{"concurrency":{"targetValue":100}}}}]
-J
-cat > "$dir/endpoints.json" <<J
-{"bench/app/8080":{"addresses":["127.0.0.1:$backend"]},"bench/cold/8080":{"addresses":[]}}
-J
+# shellcheck source=scripts/files-mode.sh
+. "$(dirname "$0")/files-mode.sh"
+files_mode_setup "$hello" 18090 cold
 measure() { # MODE -> KiB per connection
   local mode=$1
   KEDA_HTTP_ROUTES_FILE=$dir/routes.json KEDA_HTTP_ENDPOINTS_FILE=$dir/endpoints.json \
